@@ -1,0 +1,278 @@
+"""`orca-relay` command line: parse → call → print. Every command has --help; every
+command that creates something takes --json and then prints one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+
+from relay import __version__
+from relay.config import ConfigError, Settings, load_settings
+from relay.store.base import PLANS, QUOTA_PERIODS, ROLES, RelayKey, Store, StoreError, open_store
+
+T = TypeVar("T")
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A command could not do what was asked; the message says why (exit 1)."""
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(
+        args.config,
+        overrides={"data_dir": args.data_dir, "database_url": args.database_url, **overrides},
+    )
+
+
+def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(_settings(args).effective_database_url)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def key_view(key: RelayKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "workspace_id": key.workspace_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+        "quota_tokens": key.quota_tokens,
+        "quota_period": key.quota_period,
+    }
+
+
+# ---- commands ------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.server import serve
+
+    settings = _settings(
+        args,
+        relay_listen=args.relay_listen,
+        admin_listen=args.admin_listen,
+        upstream_url=args.upstream_url,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return serve(settings)
+
+
+def cmd_workspace_create(args: argparse.Namespace) -> int:
+    ws = _with_store(args, lambda s: s.create_workspace(args.name, args.plan))
+    _emit(args, {"id": ws.id, "name": ws.name, "plan": ws.plan},
+          f"created workspace {ws.id} ({ws.name}, plan {ws.plan})")
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from relay.accounts import create_user, generate_password
+
+    generated = not args.password_stdin
+    password = generate_password() if generated else sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise CommandError("--password-stdin: no password on standard input")
+
+    async def action(store: Store) -> Any:
+        if await store.get_workspace(args.workspace) is None:
+            raise CommandError(f"--workspace: no workspace {args.workspace}")
+        return await create_user(store, args.email, args.workspace, args.role, password)
+
+    user = _with_store(args, action)
+    out: dict[str, Any] = {"id": user.id, "email": user.email}
+    text = f"created user {user.id} ({user.email}, {args.role} of {args.workspace})"
+    if generated:
+        out["password"] = password
+        text += f"\n  password (shown once): {password}"
+    _emit(args, out, text)
+    return 0
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from relay.proxy.access import new_relay_key
+
+    if (args.quota_tokens is None) != (args.quota_period is None):
+        raise CommandError("--quota-tokens and --quota-period go together")
+    if args.quota_tokens is not None and args.quota_tokens < 0:
+        raise CommandError("--quota-tokens must be 0 or more")
+    record, secret = new_relay_key(
+        args.workspace, args.name, args.quota_tokens, args.quota_period
+    )
+
+    async def action(store: Store) -> RelayKey:
+        if await store.get_workspace(args.workspace) is None:
+            raise CommandError(f"--workspace: no workspace {args.workspace}")
+        return await store.create_key(record)
+
+    key = _with_store(args, action)
+    _emit(args, {**key_view(key), "key": secret},
+          f"created relay key {key.id} in {key.workspace_id}\n  {secret}   (shown once)")
+    return 0
+
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    keys = _with_store(args, lambda s: s.list_keys(args.workspace))
+    if args.json:
+        _emit(args, {"data": [key_view(k) for k in keys]}, "")
+        return 0
+    for k in keys:
+        state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+        quota = f"{k.quota_tokens}/{k.quota_period}" if k.quota_tokens is not None else "-"
+        sys.stdout.write(f"{k.id}  {k.prefix}…  {k.name}  quota {quota}  {state}\n")
+    return 0
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> int:
+    key = _with_store(args, lambda s: s.revoke_key(args.key_id))
+    if key is None:
+        raise CommandError(f"no relay key {args.key_id}")
+    _emit(args, key_view(key), f"revoked {key.id} at {key.revoked_at}")
+    return 0
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from relay.testing import MockConfig, run_mock_upstream
+
+    config = MockConfig(chunks=args.chunks, chunk_delay=args.chunk_delay_ms / 1000,
+                        reply=args.reply, fault=args.fault)
+    try:
+        asyncio.run(run_mock_upstream(args.host, args.port, config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (env vars win)")
+    p.add_argument("--data-dir", help="state directory (ORCA_DATA_DIR, default ./.orca)")
+    p.add_argument("--database-url", help="store URL (ORCA_DATABASE_URL, default SQLite)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orca-relay",
+        description="OpenAI-compatible enforcement gateway: relay, guardrails, firewall, "
+        "metering and signed compliance evidence.",
+    )
+    parser.add_argument("--version", action="version", version=f"orca-relay {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity on stderr (ORCA_LOG_LEVEL, default info)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the relay and admin listeners",
+                       description="Run the relay (ORCA_RELAY_LISTEN) and admin "
+                       "(ORCA_ADMIN_LISTEN) listeners. Settings: defaults < --config TOML < "
+                       "ORCA_* environment < these flags.")
+    _store_options(p)
+    p.add_argument("--relay-listen", metavar="HOST:PORT")
+    p.add_argument("--admin-listen", metavar="HOST:PORT")
+    p.add_argument("--upstream-url", metavar="URL", help="upstream OpenAI base URL incl. /v1")
+    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the ports")
+    p.set_defaults(func=cmd_serve)
+
+    ws = sub.add_parser("workspace", help="manage workspaces").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = ws.add_parser("create", help="create a workspace", description="Create a workspace.")
+    p.add_argument("name")
+    p.add_argument("--plan", choices=PLANS, default="free")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+    p.set_defaults(func=cmd_workspace_create)
+
+    us = sub.add_parser("user", help="manage users").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = us.add_parser("create", help="create a user in a workspace",
+                      description="Create a user; without --password-stdin a password is "
+                      "generated and printed once.")
+    p.add_argument("email")
+    p.add_argument("--workspace", required=True, metavar="ID")
+    p.add_argument("--role", choices=ROLES, required=True)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+    p.set_defaults(func=cmd_user_create)
+
+    ks = sub.add_parser("key", help="manage relay keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = ks.add_parser("create", help="create a relay key (the secret is shown once)",
+                      description="Create a relay key sk-orca-…; only its hash is stored.")
+    p.add_argument("--workspace", required=True, metavar="ID")
+    p.add_argument("--name", default="default")
+    p.add_argument("--quota-tokens", type=int, metavar="N", help="token quota per period")
+    p.add_argument("--quota-period", choices=QUOTA_PERIODS)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+    p.set_defaults(func=cmd_key_create)
+    p = ks.add_parser("list", help="list a workspace's relay keys",
+                      description="List relay keys (never their secrets).")
+    p.add_argument("--workspace", required=True, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+    p.set_defaults(func=cmd_key_list)
+    p = ks.add_parser("revoke", help="revoke a relay key",
+                      description="Revoke a relay key; relays refuse it within a second.")
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+    p.set_defaults(func=cmd_key_revoke)
+
+    p = sub.add_parser("mock-upstream", help="run a fast local OpenAI-compatible upstream",
+                       description="A mock OpenAI-compatible upstream for demos, tests and "
+                       "benchmarks. Per-request x-mock-* headers override the flags.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--chunks", type=int, default=0, help="content chunks per stream (0: words)")
+    p.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    p.add_argument("--reply", help="fixed assistant reply (default: echo the user)")
+    p.add_argument("--fault", help="slow:S | status:CODE | garbage | drop:N | stall:N")
+    p.set_defaults(func=cmd_mock_upstream)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level or os.environ.get("ORCA_LOG_LEVEL", "info"))
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        sys.stderr.write(f"orca-relay: configuration error: {exc}\n")
+        return EXIT_USAGE
+    except (CommandError, StoreError) as exc:
+        sys.stderr.write(f"orca-relay: {exc}\n")
+        return 1

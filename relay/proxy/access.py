@@ -1,0 +1,188 @@
+"""Relay keys and quotas: who may call, and how much they have used.
+
+Keys are `sk-orca-` + 256 random bits (URL-safe base64); the store keeps only their
+SHA-256. Each process holds the active keys in memory and re-reads them when the store's
+state version moves (checked every `state_refresh_seconds`), so a key created or revoked
+by the CLI or another worker is honoured within one refresh, with no store round trip on
+the hot path.
+
+Quota accounting per (key, period bucket), per process:
+    used = committed (read from the store at the last refresh)
+         + in_transit (metered before that refresh began; possibly committed already)
+         + local (metered since)
+In-transit tokens may be counted twice until the next refresh: the error is always an
+over-count, so a quota is never exceeded by more than the tokens of requests that were
+already running when it was reached, plus other workers' use during one refresh interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+
+from relay.errors import AuthenticationFailed, QuotaExceeded
+from relay.store.base import (
+    QuotaPeriod,
+    RelayKey,
+    Store,
+    UsageDelta,
+    new_id,
+    quota_period_key,
+    rfc3339,
+    utc_now,
+)
+
+KEY_PREFIX = "sk-orca-"
+_KEY_SECRET_BYTES = 32  # 256 bits
+_BEARER = "Bearer "
+log = logging.getLogger("orca.access")
+
+Bucket = tuple[str, str]
+
+
+def generate_key_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(_KEY_SECRET_BYTES)
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_relay_key(
+    workspace_id: str,
+    name: str,
+    quota_tokens: int | None = None,
+    quota_period: QuotaPeriod | None = None,
+) -> tuple[RelayKey, str]:
+    """A key record to store and the secret to show once."""
+    if (quota_tokens is None) != (quota_period is None):
+        raise ValueError("quota_tokens and quota_period go together")
+    if quota_tokens is not None and quota_tokens < 0:
+        raise ValueError("quota_tokens must be 0 or more")
+    secret = generate_key_secret()
+    record = RelayKey(
+        id=new_id("key"),
+        workspace_id=workspace_id,
+        name=name,
+        key_hash=hash_key(secret),
+        prefix=secret[: len(KEY_PREFIX) + 4],
+        created_at=rfc3339(utc_now()),
+        quota_tokens=quota_tokens,
+        quota_period=quota_period,
+    )
+    return record, secret
+
+
+def bucket_of(key: RelayKey) -> Bucket | None:
+    if key.quota_tokens is None or key.quota_period is None:
+        return None
+    return key.id, quota_period_key(key.quota_period, utc_now())
+
+
+class AccessControl:
+    def __init__(self, store: Store, refresh_seconds: float) -> None:
+        self._store = store
+        self._refresh_seconds = refresh_seconds
+        self._by_hash: dict[str, RelayKey] = {}
+        self._state_version = -1
+        self._committed: dict[Bucket, int] = {}
+        self._in_transit: dict[Bucket, int] = {}
+        self._local: dict[Bucket, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.after_refresh: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._refresh_forever(), name="orca-access-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception:
+                # Keep serving from the last good state; the next tick tries again.
+                log.exception("refreshing keys and usage from the store failed")
+
+    async def refresh(self) -> None:
+        version = await self._store.state_version()
+        if version != self._state_version:
+            keys = await self._store.active_keys()
+            self._by_hash = {k.key_hash: k for k in keys}
+            self._state_version = version
+        await self._refresh_usage()
+        if self.after_refresh is not None:
+            self.after_refresh()
+
+    async def _refresh_usage(self) -> None:
+        buckets = {b for k in self._by_hash.values() if (b := bucket_of(k)) is not None}
+        for bucket, tokens in self._local.items():
+            self._in_transit[bucket] = self._in_transit.get(bucket, 0) + tokens
+        self._local = {}
+        await self._store.flush()  # everything in transit is committed after this
+        committed = await self._store.usage(buckets) if buckets else {}
+        self._committed = committed
+        self._in_transit = {}
+
+    # ---- hot path ------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> RelayKey:
+        if not authorization:
+            raise AuthenticationFailed(
+                "missing relay key: send 'Authorization: Bearer sk-orca-…'"
+            )
+        if not authorization.startswith(_BEARER):
+            raise AuthenticationFailed("the Authorization header must be 'Bearer sk-orca-…'")
+        secret = authorization[len(_BEARER) :].strip()
+        if not secret.startswith(KEY_PREFIX):
+            raise AuthenticationFailed("this is not an orca relay key (they start with sk-orca-)")
+        key = self._by_hash.get(hash_key(secret))
+        if key is None:
+            raise AuthenticationFailed("invalid or revoked relay key")
+        return key
+
+    def used(self, bucket: Bucket) -> int:
+        return (
+            self._committed.get(bucket, 0)
+            + self._in_transit.get(bucket, 0)
+            + self._local.get(bucket, 0)
+        )
+
+    def check_quota(self, key: RelayKey) -> None:
+        bucket = bucket_of(key)
+        if bucket is None:
+            return
+        assert key.quota_tokens is not None
+        used = self.used(bucket)
+        if used >= key.quota_tokens:
+            raise QuotaExceeded(
+                f"this relay key has used {used} of its {key.quota_tokens} tokens "
+                f"for the {key.quota_period} period"
+            )
+
+    def meter(self, key: RelayKey, tokens: int) -> None:
+        """Count tokens against the key: in memory now, in the store with the next commit.
+
+        Every key accrues a lifetime 'total' bucket; a key with a day or month quota
+        also accrues that period's bucket.
+        """
+        if tokens <= 0:
+            return
+        self._store.enqueue_usage(UsageDelta(key.id, "total", tokens))
+        bucket = bucket_of(key)
+        if bucket is None:
+            return
+        self._local[bucket] = self._local.get(bucket, 0) + tokens
+        if bucket[1] != "total":
+            self._store.enqueue_usage(UsageDelta(key.id, bucket[1], tokens))

@@ -1,0 +1,88 @@
+"""Sans-I/O Server-Sent Events codec: bytes in, events out; events in, bytes out.
+
+Rules of this file:
+- `SSEDecoder.feed(chunk)` returns every event completed by the chunk and keeps the rest;
+  an event ends at a blank line. Each event keeps its `raw` bytes so the relay forwards
+  exactly what the upstream sent when nothing needs changing.
+- Line endings LF, CRLF and CR are all accepted (the SSE grammar allows each). When the
+  buffer holds a CR the event is normalised to LF before splitting, so `raw` may then
+  differ from the wire bytes in line endings only.
+- A chunk boundary may fall anywhere, including inside a CRLF pair or a UTF-8 sequence;
+  nothing is decoded to text here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+DONE = b"[DONE]"
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    raw: bytes  # the whole event including its terminating blank line
+    data: bytes  # data lines joined with b"\n"; b"" when the event has none
+    event: bytes | None = None  # the `event:` field, when present
+
+    @property
+    def is_done(self) -> bool:
+        return self.data == DONE
+
+
+def _parse(block: bytes) -> SSEEvent:
+    data_lines: list[bytes] = []
+    event_name: bytes | None = None
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, sep, value = line.partition(b":")
+        if sep and value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            data_lines.append(value)
+        elif name == b"event":
+            event_name = value
+    return SSEEvent(raw=block + b"\n\n", data=b"\n".join(data_lines), event=event_name)
+
+
+class SSEDecoder:
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                # A CR at the end may be the first half of CRLF: wait for the next byte.
+                head, tail = buffer[:-1], b"\r"
+            else:
+                head, tail = buffer, b""
+            buffer = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            block = buffer[start:end]
+            start = end + 2
+            if block.strip(b"\n"):
+                events.append(_parse(block.lstrip(b"\n")))
+        self._buffer = buffer[start:]
+        return events
+
+    def pending(self) -> bytes:
+        """Bytes of an event that has not ended yet (non-empty at EOF means a cut stream)."""
+        return self._buffer.strip(b"\r\n")
+
+
+def encode_data(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def encode_json(obj: object) -> bytes:
+    return encode_data(orjson.dumps(obj))

@@ -1,0 +1,155 @@
+"""The one HTTP client session to the upstream, header hygiene, and failure mapping.
+
+The upstream address comes only from configuration; the client's Authorization never
+travels upstream (the operator's provider key replaces it). Failures become
+UpstreamError subclasses so callers render one OpenAI-shaped 502/504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from relay.config import Settings
+from relay.errors import UpstreamBadResponse, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the ones a proxy must set itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Never forwarded upstream: credentials and identity belong to the operator, and the
+# body framing and encoding are the relay's to decide.
+REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "authorization",
+    "api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+    "content-length",
+    "accept-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+}
+# The relay re-frames and may rewrite the body, and sets its own request id.
+RESPONSE_DROP = HOP_BY_HOP | {
+    "content-length",
+    "content-encoding",
+    "set-cookie",
+    "x-request-id",
+    "date",
+    "server",
+}
+
+
+def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+    value = headers.get("Connection")
+    if not value:
+        return set()
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+def request_headers(client: Mapping[str, str], provider_key: str) -> dict[str, str]:
+    """Headers for the upstream request: the client's, minus hop-by-hop and credentials."""
+    extra_drop = _connection_listed(client)
+    out: dict[str, str] = {}
+    for name, value in client.items():
+        lower = name.lower()
+        if lower in REQUEST_DROP or lower in extra_drop:
+            continue
+        out[name] = value
+    if provider_key:
+        out["Authorization"] = "Bearer " + provider_key
+    return out
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """Headers for the client: the upstream's, minus hop-by-hop and what the relay sets."""
+    extra_drop = _connection_listed(upstream)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        lower = name.lower()
+        if lower in RESPONSE_DROP or lower in extra_drop:
+            if lower == "x-request-id":
+                out["x-upstream-request-id"] = value
+            continue
+        out.add(name, value)
+    return out
+
+
+class Upstream:
+    """Owns the ClientSession; `send` returns the response with headers read."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.upstream_url.rstrip("/")
+        self.provider_key = settings.upstream_api_key
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.upstream_connect_timeout_seconds,
+            sock_read=settings.upstream_timeout_seconds,
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        query: Iterable[tuple[str, str]] = (),
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None, "Upstream.start() not called"
+        url = self.base + path
+        try:
+            return await self._session.request(
+                method, url, headers=headers, data=body, params=list(query) or None
+            )
+        except TimeoutError:
+            raise UpstreamTimeout("the upstream did not answer in time") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnreachable(f"cannot connect to the upstream: {exc.strerror}") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamBadResponse(f"the upstream sent a malformed response: {exc}") from None
+
+
+async def read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, or the UpstreamError that explains why it could not be had."""
+    try:
+        return await response.read()
+    except TimeoutError:
+        raise UpstreamTimeout("the upstream stopped sending before the response ended") from None
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamBadResponse(f"the upstream response was cut short: {exc}") from None
+
+
+__all__ = ["Upstream", "UpstreamError", "read_body", "request_headers", "response_headers"]

@@ -1,0 +1,140 @@
+"""The store interface every backend implements, its records, and `open_store(url)`.
+
+Callers see only `Store`: async reads, async writes that go through the backend's one
+writer path (group commit), and `enqueue_usage`, a non-blocking append used on the hot
+path. A PostgreSQL backend implements the same protocol without touching callers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+Plan = Literal["free", "paid"]
+Role = Literal["member", "admin"]
+QuotaPeriod = Literal["day", "month", "total"]
+PLANS: tuple[Plan, ...] = ("free", "paid")
+ROLES: tuple[Role, ...] = ("member", "admin")
+QUOTA_PERIODS: tuple[QuotaPeriod, ...] = ("day", "month", "total")
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (unreachable, constraint, bad URL)."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was broken (e.g. an email that exists)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id(prefix: str) -> str:
+    # 80 random bits: ids are names, not secrets, but must never collide across replicas.
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def quota_period_key(period: QuotaPeriod, moment: datetime) -> str:
+    """The bucket a moment's usage counts towards: '2026-11-23', '2026-11' or 'total'."""
+    moment = moment.astimezone(UTC)
+    if period == "day":
+        return moment.strftime("%Y-%m-%d")
+    if period == "month":
+        return moment.strftime("%Y-%m")
+    return "total"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: str
+    name: str
+    plan: Plan
+    created_at: str
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class RelayKey:
+    id: str
+    workspace_id: str
+    name: str
+    key_hash: str  # SHA-256 hex of the whole secret; the secret itself is never stored
+    prefix: str  # first characters of the secret, enough to recognise it in a list
+    created_at: str
+    revoked_at: str | None = None
+    quota_tokens: int | None = None
+    quota_period: QuotaPeriod | None = None
+    guardrail_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageDelta:
+    key_id: str
+    period: str  # bucket from quota_period_key
+    tokens: int
+
+
+class Store(Protocol):
+    url: str
+    # Called with the number of records in a group that failed to commit (for metrics).
+    on_write_failure: Callable[[int], None] | None
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def flush(self) -> None:
+        """Return once everything enqueued before the call is committed."""
+
+    async def schema_version(self) -> int: ...
+    async def state_version(self) -> int:
+        """A counter bumped by every change to keys or workspaces, for cache refresh."""
+
+    async def is_empty(self) -> bool: ...
+
+    async def create_workspace(self, name: str, plan: Plan) -> Workspace: ...
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+    async def list_workspaces(self) -> list[Workspace]: ...
+
+    async def create_user(self, email: str, password_hash: str) -> User: ...
+    async def get_user_by_email(self, email: str) -> tuple[User, str] | None: ...
+    async def add_membership(self, user_id: str, workspace_id: str, role: Role) -> None: ...
+    async def memberships(self, user_id: str) -> list[tuple[str, Role]]: ...
+
+    async def create_key(self, key: RelayKey) -> RelayKey: ...
+    async def get_key(self, key_id: str) -> RelayKey | None: ...
+    async def list_keys(self, workspace_id: str) -> list[RelayKey]: ...
+    async def revoke_key(self, key_id: str) -> RelayKey | None: ...
+    async def active_keys(self) -> list[RelayKey]: ...
+
+    def enqueue_usage(self, delta: UsageDelta) -> None:
+        """Append usage without waiting; committed with the next group."""
+
+    def queue_depth(self) -> int: ...
+    async def usage(self, buckets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Committed tokens per (key_id, period bucket)."""
+
+
+def open_store(url: str) -> Store:
+    """The backend named by the URL's scheme; call `await store.open()` next."""
+    if url.startswith("sqlite:///"):
+        from relay.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise StoreError(
+            "ORCA_DATABASE_URL: the PostgreSQL backend is not built yet; use sqlite:///PATH"
+        )
+    raise StoreError(f"ORCA_DATABASE_URL: unsupported scheme in {url!r} (sqlite:///PATH)")

@@ -1,0 +1,59 @@
+"""Versioned schema migrations, applied in order, each once, each in one transaction.
+
+The SQL sticks to what SQLite and PostgreSQL both accept (TEXT ids, BIGINT counters,
+RFC 3339 TEXT timestamps) so both backends share this list.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE meta (
+            name TEXT PRIMARY KEY,
+            value BIGINT NOT NULL
+        );
+        INSERT INTO meta (name, value) VALUES ('state_version', 0);
+        CREATE TABLE workspaces (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            plan TEXT NOT NULL CHECK (plan IN ('free', 'paid')),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE memberships (
+            user_id TEXT NOT NULL REFERENCES users(id),
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            role TEXT NOT NULL CHECK (role IN ('member', 'admin')),
+            PRIMARY KEY (user_id, workspace_id)
+        );
+        CREATE TABLE relay_keys (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT,
+            quota_tokens BIGINT,
+            quota_period TEXT CHECK (quota_period IN ('day', 'month', 'total')),
+            guardrail_id TEXT
+        );
+        CREATE INDEX relay_keys_workspace ON relay_keys (workspace_id);
+        CREATE TABLE usage (
+            key_id TEXT NOT NULL REFERENCES relay_keys(id),
+            period TEXT NOT NULL,
+            tokens BIGINT NOT NULL,
+            PRIMARY KEY (key_id, period)
+        );
+        """,
+    ),
+)
+
+LATEST = MIGRATIONS[-1][0]
