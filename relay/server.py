@@ -115,6 +115,9 @@ async def prepare_state(settings: Settings) -> BootstrapResult | None:
         await store.close()
 
 
+_EXAMPLE_BODY = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+
+
 def print_bootstrap(result: BootstrapResult, settings: Settings, out: TextIO) -> None:
     host, port = parse_listen(settings.relay_listen)
     base = f"http://{host}:{port}/v1"
@@ -128,7 +131,7 @@ def print_bootstrap(result: BootstrapResult, settings: Settings, out: TextIO) ->
         f"Point your OpenAI client at base_url={base} with api_key=<relay key>, e.g.\n"
         f"  curl {base}/chat/completions -H 'Authorization: Bearer {result.key_secret}' \\\n"
         "    -H 'Content-Type: application/json' \\\n"
-        "    -d '{\"model\": \"gpt-4o-mini\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'\n"
+        "    -d '" + _EXAMPLE_BODY + "'\n"
         "Lost them? `orca-relay key create --workspace WS` makes another key.\n\n"
     )
     out.flush()

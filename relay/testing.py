@@ -17,8 +17,8 @@ headers, which the relay forwards like any other client header:
     garbage  200 with a body that is not JSON (or not SSE, for streams)
     drop     stream N chunks, then cut the connection
     stall    stream N chunks, then go silent
-The server records what it saw in `MockUpstream.seen` and counts streams that ended
-because the client went away (`aborted_streams`), for tests to assert on.
+The server records what it saw in `MockUpstream.seen` and counts requests that ended
+because the caller went away (`aborted`), for tests to assert on.
 """
 
 from __future__ import annotations
@@ -58,17 +58,17 @@ class MockUpstream:
     config: MockConfig = field(default_factory=MockConfig)
     seen: list[Seen] = field(default_factory=list)
     record: bool = True
-    aborted_streams: int = 0
+    aborted: int = 0  # requests (streams included) cancelled because the caller left
     open_streams: int = 0
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until predicate() holds; each state change wakes the waiter (no polling)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                await waiter
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until predicate() holds; each state change wakes the waiter (no polling).
+        Callers bound the wait with asyncio.timeout."""
+        while not predicate():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     def _changed(self) -> None:
         for waiter in self._waiters:
@@ -76,8 +76,21 @@ class MockUpstream:
                 waiter.set_result(None)
         self._waiters.clear()
 
+    @web.middleware
+    async def _count_aborts(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.aborted += 1
+            raise
+        finally:
+            self._changed()
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._count_aborts])
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -188,7 +201,7 @@ class MockUpstream:
                       "usage": _usage(prompt_tokens, _words(text))})
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        body, cfg, early = await self._begin(request)
+        body, _cfg, early = await self._begin(request)
         if early is not None:
             return early
         inputs = body.get("input")
@@ -264,12 +277,8 @@ class MockUpstream:
                 if cfg.chunk_delay:
                     await asyncio.sleep(cfg.chunk_delay)
             await response.write_eof()
-        except (asyncio.CancelledError, ConnectionResetError):
-            self.aborted_streams += 1
-            raise
         finally:
             self.open_streams -= 1
-            self._changed()
         return response
 
 

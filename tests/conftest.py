@@ -24,7 +24,6 @@ from relay.server import Services, build_admin_app, build_relay_app, open_servic
 from relay.store.base import QuotaPeriod
 from relay.testing import MockConfig, MockUpstream
 
-
 PROVIDER_KEY = "sk-provider-test-0123456789"
 
 
@@ -52,7 +51,7 @@ class Relay:
 
     @property
     def admin_url(self) -> str:
-        return str(self.admin_server.make_url(""))
+        return str(self.admin_server.make_url("")).rstrip("/")
 
     @property
     def key(self) -> str:

@@ -4,9 +4,10 @@ Rules of this file:
 - `SSEDecoder.feed(chunk)` returns every event completed by the chunk and keeps the rest;
   an event ends at a blank line. Each event keeps its `raw` bytes so the relay forwards
   exactly what the upstream sent when nothing needs changing.
-- Line endings LF, CRLF and CR are all accepted (the SSE grammar allows each). When the
-  buffer holds a CR the event is normalised to LF before splitting, so `raw` may then
-  differ from the wire bytes in line endings only.
+- Line endings LF, CRLF and CR are all accepted (the SSE grammar allows each). A chunk
+  holding a CR is normalised to LF before splitting (so `raw` may then differ from the
+  wire bytes in line endings only); a CR that ends a chunk counts as a line end at once,
+  and an LF opening the next chunk is then its CRLF partner and is skipped.
 - A chunk boundary may fall anywhere, including inside a CRLF pair or a UTF-8 sequence;
   nothing is decoded to text here.
 """
@@ -48,20 +49,20 @@ def _parse(block: bytes) -> SSEEvent:
 
 
 class SSEDecoder:
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the LF of a CRLF whose CR ended the previous chunk
+        self._skip_lf = False
+        if b"\r" in chunk:
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            if buffer.endswith(b"\r"):
-                # A CR at the end may be the first half of CRLF: wait for the next byte.
-                head, tail = buffer[:-1], b"\r"
-            else:
-                head, tail = buffer, b""
-            buffer = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
         events: list[SSEEvent] = []
         start = 0
         while True:

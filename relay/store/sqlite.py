@@ -97,6 +97,7 @@ class SQLiteStore:
         self._read_conn: sqlite3.Connection | None = None
         self._write_conn: sqlite3.Connection | None = None
         self.on_write_failure: Callable[[int], None] | None = None
+        self.commits = 0  # transactions committed (tests check that writes are grouped)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class SQLiteStore:
                     [(k, p, t) for (k, p), t in usage.items()],
                 )
             conn.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
             log.error("store write failed, batch of %d rolled back: %s", len(batch), exc)
             if conn.in_transaction:
@@ -343,7 +345,8 @@ class SQLiteStore:
     async def memberships(self, user_id: str) -> list[tuple[str, Role]]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT workspace_id, role FROM memberships WHERE user_id = ? ORDER BY workspace_id",
+                "SELECT workspace_id, role FROM memberships WHERE user_id = ? "
+                "ORDER BY workspace_id",
                 (user_id,),
             ).fetchall()
         )

@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import PROVIDER_KEY, Relay, RelayFactory, Upstream, UpstreamFactory
+from tests.conftest import PROVIDER_KEY, Relay, RelayFactory, Upstream
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello relay"}]
 WEATHER_TOOL: list[Any] = [
@@ -172,7 +172,7 @@ async def test_invalid_bodies(async_openai: AsyncClient) -> None:
     err = await _error(client.chat.completions.create(model="m", messages="hi"))  # type: ignore[arg-type]
     assert isinstance(err, openai.BadRequestError)
     assert (err.code, err.param) == ("invalid_type", "messages")
-    json_header = {"headers": {"Content-Type": "application/json"}}
+    json_header: Any = {"headers": {"Content-Type": "application/json"}}
     for content, code in (
         (b'{"model": "m", "messages": [', "invalid_json"),
         (b'{"model": "m", "messages": "\xff\xfe"}', "invalid_utf8"),
@@ -194,7 +194,7 @@ async def test_oversized_body(make_relay: RelayFactory, upstream: Upstream) -> N
     relay = await make_relay(upstream, max_body_bytes=4096)
     async with openai.AsyncOpenAI(base_url=relay.base_url, api_key=relay.key,
                                   max_retries=0) as client:
-        big = [{"role": "user", "content": "x" * 5000}]
+        big: Any = [{"role": "user", "content": "x" * 5000}]
         err = await _error(client.chat.completions.create(model="m", messages=big))
     assert err.status_code == 413 and err.code == "request_too_large"
 

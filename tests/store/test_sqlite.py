@@ -1,0 +1,131 @@
+"""The SQLite backend on a real file: migrations, group commit, isolation of failures,
+several store instances (as several worker processes) on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from relay.proxy.access import new_relay_key
+from relay.store.base import Conflict, StoreError, UsageDelta, open_store
+from relay.store.migrations import LATEST
+from relay.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(f"sqlite:///{tmp_path / 'orca.db'}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_migrations_apply_once_and_record_their_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'orca.db'}"
+    for _ in range(2):
+        s = open_store(url)
+        await s.open()
+        assert await s.schema_version() == LATEST
+        await s.close()
+    conn = sqlite3.connect(tmp_path / "orca.db")
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (LATEST,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_unknown_and_future_backends_are_refused_with_a_reason() -> None:
+    with pytest.raises(StoreError, match="unsupported scheme"):
+        open_store("mysql://x")
+    with pytest.raises(StoreError, match="PostgreSQL"):
+        open_store("postgresql://localhost/test")
+
+
+async def test_workspaces_users_keys_round_trip(store: SQLiteStore) -> None:
+    assert await store.is_empty()
+    ws = await store.create_workspace("acme", "free")
+    assert await store.get_workspace(ws.id) == ws
+    assert not await store.is_empty()
+    user = await store.create_user("a@example.com", "scrypt$hash")
+    await store.add_membership(user.id, ws.id, "member")
+    await store.add_membership(user.id, ws.id, "admin")
+    assert await store.memberships(user.id) == [(ws.id, "admin")]
+    found = await store.get_user_by_email("a@example.com")
+    assert found is not None and found[0] == user and found[1] == "scrypt$hash"
+    record, _ = new_relay_key(ws.id, "ci", 100, "day")
+    version = await store.state_version()
+    await store.create_key(record)
+    assert await store.state_version() == version + 1
+    assert await store.get_key(record.id) == record
+    assert await store.list_keys(ws.id) == [record]
+    assert await store.active_keys() == [record]
+    revoked = await store.revoke_key(record.id)
+    assert revoked is not None and revoked.revoked_at is not None
+    assert await store.active_keys() == []
+    assert await store.revoke_key("key_missing") is None
+
+
+async def test_group_commit_sums_every_delta(store: SQLiteStore) -> None:
+    ws = await store.create_workspace("acme", "paid")
+    record, _ = new_relay_key(ws.id, "k")
+    await store.create_key(record)
+    for _ in range(10_000):
+        store.enqueue_usage(UsageDelta(record.id, "total", 3))
+    await store.flush()
+    assert store.queue_depth() == 0
+    assert await store.usage([(record.id, "total")]) == {(record.id, "total"): 30_000}
+    assert store.commits < 10_000 // 10  # grouped, not one transaction per record
+
+
+async def test_a_failing_write_does_not_sink_its_group(store: SQLiteStore) -> None:
+    ws = await store.create_workspace("acme", "paid")
+    await store.create_user("dup@example.com", "h")
+    results = await asyncio.gather(
+        store.create_user("dup@example.com", "h2"),
+        store.create_user("other@example.com", "h3"),
+        store.create_workspace("second", "free"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Conflict)
+    assert not isinstance(results[1], BaseException)
+    assert not isinstance(results[2], BaseException)
+    assert await store.get_user_by_email("other@example.com") is not None
+    assert len(await store.list_workspaces()) == 2 and ws in await store.list_workspaces()
+
+
+async def test_two_stores_on_one_file_lose_no_update(tmp_path: Path) -> None:
+    """Two instances stand for two worker processes: both write usage concurrently."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a, b = SQLiteStore(url), SQLiteStore(url)
+    await a.open()
+    await b.open()
+    try:
+        ws = await a.create_workspace("acme", "paid")
+        record, _ = new_relay_key(ws.id, "k")
+        await a.create_key(record)
+        for i in range(2_000):
+            (a if i % 2 else b).enqueue_usage(UsageDelta(record.id, "total", 1))
+        await asyncio.gather(a.flush(), b.flush())
+        assert await b.usage([(record.id, "total")]) == {(record.id, "total"): 2_000}
+        assert await b.state_version() == await a.state_version()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_close_flushes_what_was_queued(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'orca.db'}"
+    s = SQLiteStore(url)
+    await s.open()
+    ws = await s.create_workspace("acme", "paid")
+    record, _ = new_relay_key(ws.id, "k")
+    await s.create_key(record)
+    for _ in range(500):
+        s.enqueue_usage(UsageDelta(record.id, "total", 2))
+    await s.close()
+    again = SQLiteStore(url)
+    await again.open()
+    assert await again.usage([(record.id, "total")]) == {(record.id, "total"): 1_000}
+    await again.close()
