@@ -1,0 +1,88 @@
+"""The command line as a user runs it: real processes, --help everywhere, --json output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from relay.cli import build_parser
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay", *args], input=stdin, capture_output=True, text=True,
+        timeout=60,
+    )
+
+
+def _commands() -> list[list[str]]:
+    """Every command and sub-command the parser knows, found by walking it."""
+    found: list[list[str]] = []
+
+    def walk(parser: object, prefix: list[str]) -> None:
+        for action in getattr(parser, "_actions", []):
+            choices = getattr(action, "choices", None)
+            if isinstance(choices, dict):
+                for name, sub in choices.items():
+                    found.append([*prefix, name])
+                    walk(sub, [*prefix, name])
+
+    walk(build_parser(), [])
+    return found
+
+
+def test_every_command_has_help() -> None:
+    commands = _commands()
+    assert ["serve"] in commands and ["key", "revoke"] in commands
+    assert ["mock-upstream"] in commands
+    for command in [[], *commands]:
+        result = run(*command, "--help")
+        assert result.returncode == 0, command
+        assert "usage: orca-relay" in result.stdout
+
+
+def test_workspace_user_key_lifecycle(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    ws = orjson.loads(run("workspace", "create", "acme", "--plan", "paid", "--json", *d).stdout)
+    assert ws["id"].startswith("ws_") and ws["plan"] == "paid"
+    user = run("user", "create", "Ops@Example.com", "--workspace", ws["id"], "--role", "admin",
+               "--json", *d)
+    made = orjson.loads(user.stdout)
+    assert made["email"] == "ops@example.com" and len(made["password"]) >= 16
+    piped = run("user", "create", "m@example.com", "--workspace", ws["id"], "--role", "member",
+                "--password-stdin", "--json", *d, stdin="correct horse\n")
+    assert "password" not in orjson.loads(piped.stdout)
+    key = orjson.loads(run("key", "create", "--workspace", ws["id"], "--name", "ci",
+                           "--quota-tokens", "1000", "--quota-period", "day", "--json",
+                           *d).stdout)
+    assert key["key"].startswith("sk-orca-") and key["quota_tokens"] == 1000
+    listed = orjson.loads(run("key", "list", "--workspace", ws["id"], "--json", *d).stdout)
+    assert [k["id"] for k in listed["data"]] == [key["id"]]
+    assert key["key"] not in run("key", "list", "--workspace", ws["id"], *d).stdout
+    revoked = orjson.loads(run("key", "revoke", key["id"], "--json", *d).stdout)
+    assert revoked["revoked_at"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["key", "create", "--workspace", "ws_nope"], "no workspace ws_nope"),
+        (["key", "revoke", "key_nope"], "no relay key key_nope"),
+        (["key", "create", "--workspace", "ws_x", "--quota-tokens", "5"], "go together"),
+        (["user", "create", "a@b.c", "--workspace", "ws_nope", "--role", "admin"],
+         "no workspace"),
+    ],
+)
+def test_errors_exit_1_with_a_reason(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run(*args, "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_bad_configuration_exits_2(tmp_path: Path) -> None:
+    result = run("key", "list", "--workspace", "w", "--config", str(tmp_path / "none.toml"))
+    assert result.returncode == 2 and "configuration error" in result.stderr
