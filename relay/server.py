@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -28,7 +29,8 @@ from aiohttp import web
 from relay.accounts import BootstrapResult, bootstrap_if_empty
 from relay.compliance.signing import ensure_signing_key
 from relay.config import Settings, parse_listen
-from relay.metrics import RelayMetrics, prepare_multiprocess_dir
+from relay.metrics import SNAPSHOT_DIR_ENV as METRICS_DIR_ENV
+from relay.metrics import SNAPSHOT_SECONDS, RelayMetrics, retire_snapshot
 from relay.proxy.access import AccessControl
 from relay.proxy.metering import MeteringFilter
 from relay.proxy.pipeline import Chain
@@ -57,21 +59,36 @@ def build_chain(access: AccessControl, metrics: RelayMetrics) -> Chain:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open everything both listeners share; close it in reverse, flushing the store."""
-    metrics = RelayMetrics()
+    metrics = RelayMetrics(os.environ.get(METRICS_DIR_ENV))
     store = open_store(settings.effective_database_url)
     await store.open()
     store.on_write_failure = metrics.evidence_write_failures.inc
     access = AccessControl(store, settings.state_refresh_seconds)
-    access.after_refresh = lambda: metrics.evidence_queue_depth.set(store.queue_depth())
     upstream = Upstream(settings)
+    publisher = asyncio.create_task(_publish_metrics(metrics, store), name="orca-metrics")
     try:
         await access.start()
         await upstream.start()
         yield Services(settings, store, access, upstream, metrics, build_chain(access, metrics))
     finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
         await upstream.close()
         await access.stop()
         await store.close()
+        metrics.write_snapshot()
+
+
+async def _publish_metrics(metrics: RelayMetrics, store: Store) -> None:
+    """Sample the store queue and publish this worker's values for the others."""
+    while True:
+        metrics.evidence_queue_depth.set(store.queue_depth())
+        try:
+            metrics.write_snapshot()
+        except OSError as exc:
+            log.warning("cannot write the metrics snapshot: %s", exc)
+        await asyncio.sleep(SNAPSHOT_SECONDS)
 
 
 def build_relay_app(services: Services) -> web.Application:
@@ -208,7 +225,8 @@ def serve(settings: Settings, out: TextIO = sys.stdout) -> int:
 def _supervise(settings: Settings) -> int:
     """Start N workers and forward SIGTERM/SIGINT to them. If one dies on its own, stop
     the rest: a half-running relay would hide the failure behind the shared port."""
-    prepare_multiprocess_dir(Path(tempfile.mkdtemp(prefix="orca-metrics-")))
+    metrics_dir = Path(tempfile.mkdtemp(prefix="orca-metrics-"))
+    os.environ[METRICS_DIR_ENV] = str(metrics_dir)  # inherited by the spawned workers
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(
@@ -238,11 +256,12 @@ def _supervise(settings: Settings) -> int:
         for worker in [w for w in running if not w.is_alive()]:
             running.remove(worker)
             if worker.pid is not None:
-                RelayMetrics.worker_exited(worker.pid)
+                retire_snapshot(metrics_dir, worker.pid)
             if worker.exitcode != 0:
                 code = 1
                 if not stopping:
                     log.error("worker %s exited with %s; stopping the others",
                               worker.pid, worker.exitcode)
                     stop_all()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return code

@@ -1,14 +1,15 @@
 """The store interface every backend implements, its records, and `open_store(url)`.
 
-Callers see only `Store`: async reads, async writes that go through the backend's one
-writer path (group commit), and `enqueue_usage`, a non-blocking append used on the hot
-path. A PostgreSQL backend implements the same protocol without touching callers.
+Callers see only `Store`: async reads and async writes that go through the backend's one
+writer path (group commit). Nothing here is called per request on the hot path: usage
+is summed in memory and written in one batch per refresh interval (proxy/access.py).
+A PostgreSQL backend implements the same protocol without touching callers.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -119,10 +120,12 @@ class Store(Protocol):
     async def revoke_key(self, key_id: str) -> RelayKey | None: ...
     async def active_keys(self) -> list[RelayKey]: ...
 
-    def enqueue_usage(self, delta: UsageDelta) -> None:
-        """Append usage without waiting; committed with the next group."""
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        """Add tokens to each (key, period) bucket, in one write."""
 
-    def queue_depth(self) -> int: ...
+    def queue_depth(self) -> int:
+        """Writes waiting for the next group commit."""
+
     async def usage(self, buckets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """Committed tokens per (key_id, period bucket)."""
 

@@ -3,8 +3,8 @@
 Theory of operation:
 - Every write is a job on one queue, executed by one writer thread that owns the only
   write connection. The thread takes whatever is queued (up to a batch limit), runs
-  each job in its own SAVEPOINT (one failing job does not sink its neighbours), merges
-  usage deltas into one upsert per bucket, and COMMITs once: group commit.
+  each job in its own SAVEPOINT (one failing job does not sink its neighbours) and
+  COMMITs once: group commit.
 - Reads run on one reader thread with its own connection; WAL lets them proceed while
   the writer commits. Several processes (`--workers N`) may open the same file; SQLite's
   file lock serialises their writers and `busy_timeout` absorbs the waits.
@@ -19,7 +19,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,7 +91,7 @@ class SQLiteStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = url.removeprefix("sqlite:///") or ":memory:"
-        self._queue: queue.SimpleQueue[_Pending | UsageDelta | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orca-store-read")
         self._read_conn: sqlite3.Connection | None = None
@@ -164,7 +164,7 @@ class SQLiteStore:
         stopping = False
         while not stopping:
             first = self._queue.get()
-            batch: list[_Pending | UsageDelta] = []
+            batch: list[_Pending] = []
             if first is None:
                 stopping = True
             else:
@@ -183,34 +183,20 @@ class SQLiteStore:
         conn.close()
         self._write_conn = None
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending | UsageDelta]) -> None:
-        usage: dict[tuple[str, str], int] = {}
-        jobs: list[_Pending] = []
-        for item in batch:
-            if isinstance(item, UsageDelta):
-                bucket = (item.key_id, item.period)
-                usage[bucket] = usage.get(bucket, 0) + item.tokens
-            else:
-                jobs.append(item)
+    def _commit_batch(self, conn: sqlite3.Connection, jobs: list[_Pending]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for pending in jobs:
                 outcomes.append(self._run_in_savepoint(conn, pending.job))
-            if usage:
-                conn.executemany(
-                    "INSERT INTO usage (key_id, period, tokens) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key_id, period) DO UPDATE SET tokens = tokens + excluded.tokens",
-                    [(k, p, t) for (k, p), t in usage.items()],
-                )
             conn.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as exc:
-            log.error("store write failed, batch of %d rolled back: %s", len(batch), exc)
+            log.error("store write failed, group of %d rolled back: %s", len(jobs), exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if self.on_write_failure is not None:
-                self.on_write_failure(len(batch))
+                self.on_write_failure(len(jobs))
             failure = StoreError(f"write failed: {exc}")
             outcomes = [(None, failure)] * len(jobs)
         for pending, (value, error) in zip(jobs, outcomes, strict=True):
@@ -254,9 +240,6 @@ class SQLiteStore:
 
     async def flush(self) -> None:
         await self._write(lambda conn: None)
-
-    def enqueue_usage(self, delta: UsageDelta) -> None:
-        self._queue.put(delta)
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -413,6 +396,18 @@ class SQLiteStore:
             ).fetchall()
         )
         return [_row_key(r) for r in rows]
+
+    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
+        rows = [(d.key_id, d.period, d.tokens) for d in deltas]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO usage (key_id, period, tokens) VALUES (?, ?, ?) "
+                "ON CONFLICT (key_id, period) DO UPDATE SET tokens = tokens + excluded.tokens",
+                rows,
+            )
+
+        await self._write(job)
 
     async def usage(self, buckets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         wanted = list(buckets)

@@ -137,3 +137,13 @@ async def test_zero_quota_refuses_everything(store: SQLiteStore) -> None:
 def test_quota_fields_go_together() -> None:
     with pytest.raises(ValueError):
         new_relay_key("ws", "k", 10, None)
+
+
+async def test_a_graceful_stop_writes_the_usage_not_written_yet(store: SQLiteStore) -> None:
+    record, _ = await _key(store)
+    access = AccessControl(store, 60)
+    await access.start()
+    access.meter(record, 42)
+    assert await store.usage([(record.id, "total")]) == {(record.id, "total"): 0}
+    await access.stop()
+    assert await store.usage([(record.id, "total")]) == {(record.id, "total"): 42}

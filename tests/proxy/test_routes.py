@@ -143,8 +143,8 @@ async def test_stream_is_relayed_before_the_upstream_finishes(
     assert upstream.mock.open_streams == 0
     # The relay closed the upstream from its handler's cleanup, after releasing its gauges.
     metrics = relay.services.metrics
-    assert metrics.inflight_streams._value.get() == 0
-    assert metrics.inflight_requests._value.get() == 0
+    assert metrics.inflight_streams.get() == 0
+    assert metrics.inflight_requests.get() == 0
 
 
 async def test_client_leaving_a_slow_request_cancels_the_upstream_call(
@@ -188,12 +188,12 @@ async def test_stream_usage_is_metered_once(relay: Relay, upstream: Upstream) ->
 
 async def test_refused_requests_are_not_metered(relay: Relay) -> None:
     metrics = relay.services.metrics
-    before = metrics.tokens.labels("metered")._value.get()
+    before = metrics.tokens.get("metered")
     response = await _post(relay, {"model": "m", "messages": "nope"})
     assert response.status == 400
     response = await _post(relay, CHAT, **{"x-mock-fault": "status:500"})
     assert response.status == 500
-    assert metrics.tokens.labels("metered")._value.get() == before
+    assert metrics.tokens.get("metered") == before
 
 
 async def test_metrics_count_requests_by_route_and_status(relay: Relay) -> None:
