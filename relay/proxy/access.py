@@ -41,6 +41,7 @@ from relay.store.base import (
 KEY_PREFIX = "sk-orca-"
 _KEY_SECRET_BYTES = 32  # 256 bits
 _BEARER = "Bearer "
+_HEADER_CACHE_LIMIT = 10_000
 log = logging.getLogger("orca.access")
 
 Bucket = tuple[str, str]
@@ -90,6 +91,9 @@ class AccessControl:
         self._store = store
         self._refresh_seconds = refresh_seconds
         self._by_hash: dict[str, RelayKey] = {}
+        # Authorization header → key, for headers already verified: skips the SHA-256 on
+        # the hot path. Emptied whenever the keys are re-read, so revocation still holds.
+        self._by_header: dict[str, RelayKey] = {}
         self._state_version = -1
         self._committed: dict[Bucket, int] = {}
         self._in_transit: dict[Bucket, int] = {}
@@ -135,6 +139,7 @@ class AccessControl:
         if version != self._state_version:
             keys = await self._store.active_keys()
             self._by_hash = {k.key_hash: k for k in keys}
+            self._by_header = {}
             self._state_version = version
         await self._refresh_usage()
 
@@ -151,7 +156,11 @@ class AccessControl:
     # ---- hot path ------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None) -> RelayKey:
-        if not authorization:
+        if authorization:
+            known = self._by_header.get(authorization)
+            if known is not None:
+                return known
+        else:
             raise AuthenticationFailed(
                 "missing relay key: send 'Authorization: Bearer sk-orca-…'"
             )
@@ -163,6 +172,8 @@ class AccessControl:
         key = self._by_hash.get(hash_key(secret))
         if key is None:
             raise AuthenticationFailed("invalid or revoked relay key")
+        if len(self._by_header) < _HEADER_CACHE_LIMIT:
+            self._by_header[authorization] = key
         return key
 
     def used(self, bucket: Bucket) -> int:

@@ -154,51 +154,48 @@ class RelayHandler:
         self, request: web.Request, request_id: str, timing: Timing
     ) -> web.StreamResponse:
         ctx = self.ctx
+        spec = self.spec
         key = ctx.access.authenticate(request.headers.get("Authorization"))
         raw: bytes | None = None
         body: dict[str, Any] | None = None
-        if self.spec.validate is not None:
+        if spec.validate is not None:
             raw = await read_body(request, ctx.settings.max_body_bytes)
             declared = request.content_type if "Content-Type" in request.headers else ""
             body = parse_json_object(raw, declared, request.charset)
-            self.spec.validate(body)
-        stream = self.spec.streams and body is not None and body.get("stream") is True
-        x = Exchange(request_id, self.spec.name, key, body, stream)
+            spec.validate(body)
+        stream = spec.streams and body is not None and body.get("stream") is True
+        x = Exchange(request_id, spec.name, key, body, stream)
         try:
             reply = ctx.chain.decode_request(x)
             if reply is not None:
                 raise reply.error
             payload = orjson.dumps(x.body) if x.body_changed else raw
-            return await self._forward(request, x, payload, timing)
+            headers = up.request_headers(request.headers, ctx.upstream.provider_key)
+            path = spec.upstream_path
+            if request.match_info:
+                path = path.format(**{k: quote(v, safe="") for k, v in request.match_info.items()})
+            query = request.query if request.query_string else None
+            sent = perf_counter()
+            upstream = await ctx.upstream.send(spec.method, path, headers, payload, query)
+            try:
+                timing.upstream_wait = perf_counter() - sent
+                if x.stream and upstream.status == 200:
+                    if upstream.content_type != "text/event-stream":
+                        raise UpstreamBadResponse(
+                            f"the upstream answered a stream request with {upstream.content_type}"
+                        )
+                    return await self._relay_stream(request, x, upstream, timing)
+                got = perf_counter()
+                try:
+                    data = await upstream.read()
+                except up.BODY_ERRORS as exc:
+                    raise up.body_failure(exc) from None
+                timing.upstream_wait += perf_counter() - got
+                return self._relay_whole(x, upstream, data, timing)
+            finally:
+                upstream.close()
         finally:
             ctx.chain.on_complete(x)
-
-    async def _forward(
-        self, request: web.Request, x: Exchange, payload: bytes | None, timing: Timing
-    ) -> web.StreamResponse:
-        ctx = self.ctx
-        headers = up.request_headers(request.headers, ctx.upstream.provider_key)
-        path = self.spec.upstream_path.format(
-            **{k: quote(v, safe="") for k, v in request.match_info.items()}
-        )
-        sent = perf_counter()
-        upstream = await ctx.upstream.send(
-            self.spec.method, path, headers, payload, request.query.items()
-        )
-        try:
-            timing.upstream_wait = perf_counter() - sent
-            if x.stream and upstream.status == 200:
-                if upstream.content_type != "text/event-stream":
-                    raise UpstreamBadResponse(
-                        f"the upstream answered a stream request with {upstream.content_type}"
-                    )
-                return await self._relay_stream(request, x, upstream, timing)
-            got = perf_counter()
-            data = await up.read_body(upstream)
-            timing.upstream_wait += perf_counter() - got
-            return self._relay_whole(x, upstream, data, timing)
-        finally:
-            upstream.close()
 
     def _relay_whole(
         self, x: Exchange, upstream: aiohttp.ClientResponse, data: bytes, timing: Timing

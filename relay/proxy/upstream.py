@@ -8,7 +8,7 @@ UpstreamError subclasses so callers render one OpenAI-shaped 502/504.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -58,22 +58,19 @@ RESPONSE_DROP = HOP_BY_HOP | {
 }
 
 
-def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+def _connection_listed(headers: Mapping[str, str]) -> frozenset[str]:
     value = headers.get("Connection")
     if not value:
-        return set()
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
 
 
 def request_headers(client: Mapping[str, str], provider_key: str) -> dict[str, str]:
     """Headers for the upstream request: the client's, minus hop-by-hop and credentials."""
-    extra_drop = _connection_listed(client)
-    out: dict[str, str] = {}
-    for name, value in client.items():
-        lower = name.lower()
-        if lower in REQUEST_DROP or lower in extra_drop:
-            continue
-        out[name] = value
+    drop = REQUEST_DROP
+    if "Connection" in client:
+        drop = drop | _connection_listed(client)
+    out = {name: value for name, value in client.items() if name.lower() not in drop}
     if provider_key:
         out["Authorization"] = "Bearer " + provider_key
     return out
@@ -81,15 +78,15 @@ def request_headers(client: Mapping[str, str], provider_key: str) -> dict[str, s
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Headers for the client: the upstream's, minus hop-by-hop and what the relay sets."""
-    extra_drop = _connection_listed(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        lower = name.lower()
-        if lower in RESPONSE_DROP or lower in extra_drop:
-            if lower == "x-request-id":
-                out["x-upstream-request-id"] = value
-            continue
-        out.add(name, value)
+    drop = RESPONSE_DROP
+    if "Connection" in upstream:
+        drop = drop | _connection_listed(upstream)
+    out: CIMultiDict[str] = CIMultiDict(
+        [(name, value) for name, value in upstream.items() if name.lower() not in drop]
+    )
+    upstream_id = upstream.get("x-request-id")
+    if upstream_id is not None:
+        out["x-upstream-request-id"] = upstream_id
     return out
 
 
@@ -126,13 +123,12 @@ class Upstream:
         path: str,
         headers: dict[str, str],
         body: bytes | None,
-        query: Iterable[tuple[str, str]] = (),
+        query: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         assert self._session is not None, "Upstream.start() not called"
-        url = self.base + path
         try:
             return await self._session.request(
-                method, url, headers=headers, data=body, params=list(query) or None
+                method, self.base + path, headers=headers, data=body, params=query
             )
         except TimeoutError:
             raise UpstreamTimeout("the upstream did not answer in time") from None
@@ -142,14 +138,13 @@ class Upstream:
             raise UpstreamBadResponse(f"the upstream sent a malformed response: {exc}") from None
 
 
-async def read_body(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body, or the UpstreamError that explains why it could not be had."""
-    try:
-        return await response.read()
-    except TimeoutError:
-        raise UpstreamTimeout("the upstream stopped sending before the response ended") from None
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise UpstreamBadResponse(f"the upstream response was cut short: {exc}") from None
+# What reading an upstream body may raise when the upstream misbehaves.
+BODY_ERRORS = (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError)
 
 
-__all__ = ["Upstream", "UpstreamError", "read_body", "request_headers", "response_headers"]
+def body_failure(exc: BaseException) -> UpstreamError:
+    """The UpstreamError that explains why a response body could not be read whole."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("the upstream stopped sending before the response ended")
+    return UpstreamBadResponse(f"the upstream response was cut short: {exc}")
+

@@ -118,6 +118,11 @@ def validate_chat(body: dict[str, Any]) -> None:
             "'messages' must contain at least one message", param="messages", code="invalid_value"
         )
     for index, message in enumerate(messages):
+        # Fast path for the common shape; anything else gets the precise checks.
+        if type(message) is dict and type(message.get("role")) is str:
+            content = message.get("content")
+            if content is None or type(content) is str:
+                continue
         _validate_message(index, message)
     _check_optional(body, "tools", list, "an array")
 
