@@ -8,9 +8,10 @@ headers are out, a failure can only end the stream with one SSE error event.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 from urllib.parse import quote
@@ -68,8 +69,17 @@ ROUTES: tuple[RouteSpec, ...] = (
 )  # fmt: skip
 
 
-def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+class RequestIds:
+    """Request ids: a random per-process prefix and a counter. Unique across workers and
+    replicas (64 random bits per process) without a system call per request; they name
+    requests, they are not secrets."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(8)
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next():08x}"
 
 
 class Timing:
@@ -104,6 +114,7 @@ class RelayContext:
     upstream: up.Upstream
     chain: Chain
     metrics: RelayMetrics
+    request_ids: RequestIds = field(default_factory=RequestIds)
 
 
 class RelayHandler:
@@ -119,7 +130,7 @@ class RelayHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         timing = Timing()
-        request_id = new_request_id()
+        request_id = self.ctx.request_ids()
         metrics = self.ctx.metrics
         metrics.inflight_requests.inc()
         status = 500
@@ -314,7 +325,7 @@ def add_routes(app: web.Application, ctx: RelayContext) -> None:
                 code="route_not_found",
             )
         not_found_metric.labels("other", str(error.status)).inc()
-        return error_response(error, new_request_id(), timing)
+        return error_response(error, ctx.request_ids(), timing)
 
     app.router.add_route("*", "/{tail:.*}", fallback)
 
