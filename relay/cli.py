@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -161,6 +162,42 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """JSONL in ({"text": …} per line), one JSONL line out per input line."""
+    from relay.guardrail.detectors import (
+        DetectorError,
+        DetectorSet,
+        default_detector_set,
+        load_detectors,
+    )
+    from relay.guardrail.scan import scan
+
+    try:
+        detectors = (
+            DetectorSet(load_detectors(args.detectors)) if args.detectors
+            else default_detector_set()
+        )
+    except DetectorError as exc:
+        raise CommandError(str(exc)) from None
+    failed = False
+    for number, line in enumerate(sys.stdin, start=1):
+        try:
+            item = orjson.loads(line)
+            text = item["text"] if isinstance(item, dict) else None
+            if not isinstance(text, str):
+                raise ValueError('expected an object with a string "text"')
+        except (ValueError, KeyError) as exc:
+            failed = True
+            out: dict[str, Any] = {"error": {"line": number, "message": str(exc)}}
+        else:
+            out = {"findings": [
+                {"start": f.start, "end": f.end, "detector": f.detector, "category": f.category}
+                for f in scan(text, detectors)
+            ]}
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
+    return 1 if failed else 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from relay.testing import MockConfig, run_mock_upstream
 
@@ -249,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _store_options(p)
     p.set_defaults(func=cmd_key_revoke)
+
+    p = sub.add_parser("scan", help="find PII and secrets in JSONL text on stdin",
+                       description='Read JSONL on stdin ({"text": ...} per line) and write '
+                       'one JSONL line per input: {"findings": [{"start", "end", "detector", '
+                       '"category"}]} with offsets in Python characters of the text, end '
+                       "exclusive. The relay's own detectors; exit 1 if a line was malformed.")
+    p.add_argument("--detectors", type=Path, metavar="DIR",
+                   help="a detector directory instead of the shipped policies/detectors")
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("mock-upstream", help="run a fast local OpenAI-compatible upstream",
                        description="A mock OpenAI-compatible upstream for demos, tests and "

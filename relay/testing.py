@@ -24,6 +24,7 @@ because the caller went away (`aborted`), for tests to assert on.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -368,14 +369,18 @@ def _chat_stream_events(
 
 
 async def run_mock_upstream(host: str, port: int, config: MockConfig) -> None:
-    """Serve until cancelled (the CLI's `mock-upstream`)."""
+    """Serve until SIGTERM or SIGINT (the CLI's `mock-upstream`)."""
     mock = MockUpstream(config=config, record=False)
     runner = web.AppRunner(mock.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
     print(f"mock upstream on http://{host}:{port}/v1", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()

@@ -22,6 +22,7 @@ from relay.config import Settings, load_settings
 from relay.proxy.access import new_relay_key
 from relay.server import Services, build_admin_app, build_relay_app, open_services, prepare_state
 from relay.store.base import QuotaPeriod
+from relay.store.sqlite import SQLiteStore
 from relay.testing import MockConfig, MockUpstream
 
 PROVIDER_KEY = "sk-provider-test-0123456789"
@@ -84,6 +85,15 @@ class RelayFactory(Protocol):
     def __call__(
         self, upstream: Upstream | None = None, **settings: Any
     ) -> Awaitable[Relay]: ...
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store on a real file in the test's directory."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'orca.db'}")
+    await store.open()
+    yield store
+    await store.close()
 
 
 @pytest.fixture

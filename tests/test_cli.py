@@ -86,3 +86,22 @@ def test_errors_exit_1_with_a_reason(tmp_path: Path, args: list[str], message: s
 def test_bad_configuration_exits_2(tmp_path: Path) -> None:
     result = run("key", "list", "--workspace", "w", "--config", str(tmp_path / "none.toml"))
     assert result.returncode == 2 and "configuration error" in result.stderr
+
+
+def test_scan_reads_jsonl_and_writes_one_line_per_input() -> None:
+    lines = [
+        {"text": "mail alice@example.com now"},
+        {"text": "nothing here"},
+        {"text": "ping a\u200bl\u200dice@example.com"},
+    ]
+    stdin = "".join(orjson.dumps(line).decode() + "\n" for line in lines) + "not json\n"
+    result = run("scan", stdin=stdin)
+    assert result.returncode == 1  # the last line was malformed
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(out) == 4
+    (email,) = out[0]["findings"]
+    assert (email["start"], email["end"], email["category"]) == (5, 22, "pii")
+    assert out[1] == {"findings": []}
+    (hidden,) = out[2]["findings"]
+    assert lines[2]["text"][hidden["start"] : hidden["end"]] == "a\u200bl\u200dice@example.com"
+    assert out[3]["error"]["line"] == 4

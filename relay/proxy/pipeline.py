@@ -83,6 +83,17 @@ def _failed(stage: str, f: Filter, exc: Exception) -> LocalReply:
     return LocalReply(InternalError(f"the {f.name} control failed; the request was refused"))
 
 
+def _first_reply(filters: tuple[Filter, ...], stage: str, x: Exchange) -> LocalReply | None:
+    for f in filters:
+        try:
+            verdict = getattr(f, stage)(x)
+        except Exception as exc:
+            return _failed(stage, f, exc)
+        if isinstance(verdict, LocalReply):
+            return verdict
+    return None
+
+
 class Chain:
     __slots__ = ("_filters", "_reversed")
 
@@ -95,24 +106,10 @@ class Chain:
         return tuple(f.name for f in self._filters)
 
     def decode_request(self, x: Exchange) -> LocalReply | None:
-        for f in self._filters:
-            try:
-                verdict = f.decode_request(x)
-            except Exception as exc:
-                return _failed("decode_request", f, exc)
-            if isinstance(verdict, LocalReply):
-                return verdict
-        return None
+        return _first_reply(self._filters, "decode_request", x)
 
     def encode_response(self, x: Exchange) -> LocalReply | None:
-        for f in self._reversed:
-            try:
-                verdict = f.encode_response(x)
-            except Exception as exc:
-                return _failed("encode_response", f, exc)
-            if isinstance(verdict, LocalReply):
-                return verdict
-        return None
+        return _first_reply(self._reversed, "encode_response", x)
 
     def encode_chunk(self, x: Exchange, event: SSEEvent) -> Verdict:
         for f in self._reversed:

@@ -1,0 +1,215 @@
+"""Load detector files (``policies/detectors/**/*.toml``) and build the anchor automaton.
+
+A detector is data: literal anchors for the Aho-Corasick prefilter, a ``regex`` pattern,
+an optional validator by name, and its own positive/negative examples. The loader rejects
+anything it does not understand with the file, detector and field at fault.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ahocorasick
+import regex
+
+from relay.guardrail.validators import VALIDATORS
+
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "policies" / "detectors"
+CATEGORIES = frozenset({"pii", "secret"})
+DEFAULT_WINDOW = 256
+_ALLOWED_KEYS = frozenset(
+    {
+        "id",
+        "category",
+        "anchors",
+        "pattern",
+        "validator",
+        "confidence",
+        "exclude",
+        "window",
+        "examples",
+    }
+)
+_ALLOWED_EXAMPLE_KEYS = frozenset({"positive", "negative"})
+
+
+class DetectorError(ValueError):
+    """A detector file is invalid; the message names file, detector and field."""
+
+
+@dataclass(frozen=True)
+class Detector:
+    id: str
+    category: str
+    anchors: tuple[str, ...]
+    pattern: regex.Pattern[str]
+    validator: Callable[[str], bool] | None
+    confidence: float
+    exclude: frozenset[str]
+    window: int
+    examples_positive: tuple[str, ...]
+    examples_negative: tuple[str, ...]
+    source: Path
+
+
+def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise fail(name, "must be a list of strings")
+    return list(raw)
+
+
+def _parse_examples(
+    raw: object, fail: Callable[[str, str], DetectorError]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if raw is None:
+        return (), ()
+    if not isinstance(raw, dict):
+        raise fail("examples", "must be a table")
+    for key in raw:
+        if key not in _ALLOWED_EXAMPLE_KEYS:
+            raise fail(f"examples.{key}", "unknown field")
+    positive = _str_list(raw.get("positive", []), fail, "examples.positive")
+    negative = _str_list(raw.get("negative", []), fail, "examples.negative")
+    return tuple(positive), tuple(negative)
+
+
+def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
+    ident = raw.get("id")
+    label = ident if isinstance(ident, str) and ident else f"#{index}"
+
+    def fail(name: str, why: str) -> DetectorError:
+        return DetectorError(f"{path}: detector {label}: field {name}: {why}")
+
+    for key in raw:
+        if key not in _ALLOWED_KEYS:
+            raise fail(key, "unknown field")
+    if not isinstance(ident, str) or not regex.fullmatch(r"[a-z][a-z0-9_]*", ident):
+        raise fail("id", "must be a snake_case string")
+    category = raw.get("category")
+    if category not in CATEGORIES:
+        raise fail("category", f"must be one of {sorted(CATEGORIES)}, got {category!r}")
+    anchors = _str_list(raw.get("anchors"), fail, "anchors")
+    if not anchors or not all(anchors):
+        raise fail("anchors", "must be a non-empty list of non-empty strings")
+    source = raw.get("pattern")
+    if not isinstance(source, str) or not source:
+        raise fail("pattern", "must be a non-empty string")
+    try:
+        pattern = regex.compile(source)
+    except regex.error as exc:
+        raise fail("pattern", f"does not compile: {exc}") from None
+    validator_name = raw.get("validator")
+    validator: Callable[[str], bool] | None = None
+    if validator_name is not None:
+        if not isinstance(validator_name, str) or validator_name not in VALIDATORS:
+            raise fail("validator", f"unknown validator {validator_name!r}")
+        validator = VALIDATORS[validator_name]
+    confidence = raw.get("confidence", 0.5)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise fail("confidence", "must be a number")
+    if not 0.0 <= confidence <= 1.0:
+        raise fail("confidence", "must be between 0 and 1")
+    window = raw.get("window", DEFAULT_WINDOW)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise fail("window", "must be a non-negative integer")
+    exclude = _str_list(raw.get("exclude", []), fail, "exclude")
+    positive, negative = _parse_examples(raw.get("examples"), fail)
+    return Detector(
+        id=ident, category=category, anchors=tuple(anchors), pattern=pattern,
+        validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
+        window=window, examples_positive=positive, examples_negative=negative, source=path,
+    )  # fmt: skip
+
+
+def load_file(path: Path) -> list[Detector]:
+    """Parse one detector file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise DetectorError(f"{path}: invalid TOML: {exc}") from None
+    for key in data:
+        if key != "detector":
+            raise DetectorError(f"{path}: field {key}: unknown top-level field")
+    entries = data.get("detector", [])
+    if not isinstance(entries, list):
+        raise DetectorError(f"{path}: field detector: must be an array of tables")
+    return [_parse_detector(path, i, entry) for i, entry in enumerate(entries)]
+
+
+def load_detectors(directory: Path = DEFAULT_DIRECTORY) -> list[Detector]:
+    """Load every ``*.toml`` under ``directory`` (recursive, sorted); ids must be unique."""
+    detectors: list[Detector] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*.toml")):
+        for det in load_file(path):
+            if det.id in seen:
+                raise DetectorError(
+                    f"{path}: detector {det.id}: field id: duplicate (first in {seen[det.id]})"
+                )
+            seen[det.id] = path
+            detectors.append(det)
+    return detectors
+
+
+class DetectorSet:
+    """Detectors plus one Aho-Corasick automaton over their lowercased anchors.
+
+    Built once; the automaton is only read afterwards, so one set can serve every request
+    and thread.
+    """
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors: tuple[Detector, ...] = tuple(detectors)
+        by_anchor: dict[str, list[int]] = {}
+        for index, det in enumerate(self.detectors):
+            for anchor in det.anchors:
+                owners = by_anchor.setdefault(anchor.lower(), [])
+                if index not in owners:
+                    owners.append(index)
+        self.automaton: Any = ahocorasick.Automaton()
+        for anchor, owners in by_anchor.items():
+            self.automaton.add_word(anchor, (len(anchor), tuple(owners)))
+        if by_anchor:
+            self.automaton.make_automaton()
+        self._empty = not by_anchor
+
+    def __len__(self) -> int:
+        return len(self.detectors)
+
+    def anchor_hits(self, lowered: str) -> dict[int, list[tuple[int, int]]]:
+        """Per detector index, the regions (start, end) covered by its anchor hits.
+
+        Touching or overlapping hits are merged as they arrive (a run of digits is one
+        region), so digit-anchored detectors cost one region per run, not one per digit.
+        """
+        if self._empty:
+            return {}
+        by_owners: dict[tuple[int, ...], list[list[int]]] = {}
+        for last, (length, owners) in self.automaton.iter(lowered):
+            start, end = last - length + 1, last + 1
+            regions = by_owners.get(owners)
+            if regions is None:
+                by_owners[owners] = [[start, end]]
+            elif start <= regions[-1][1]:
+                region = regions[-1]
+                region[0] = min(region[0], start)
+                region[1] = end
+            else:
+                regions.append([start, end])
+        hits: dict[int, list[tuple[int, int]]] = {}
+        for owners, regions in by_owners.items():
+            spans = [(a, b) for a, b in regions]
+            for index in owners:
+                hits.setdefault(index, []).extend(spans)
+        return hits
+
+
+@functools.lru_cache(maxsize=1)
+def default_detector_set() -> DetectorSet:
+    """The detector set shipped in ``policies/detectors``, built once per process."""
+    return DetectorSet(load_detectors())

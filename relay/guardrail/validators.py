@@ -1,0 +1,152 @@
+"""Pure checks that confirm a regex candidate, looked up by name from detector files.
+
+Each validator is ``(value: str) -> bool``: True keeps the finding. They see the matched
+value (or the pattern's ``value`` group) after normalisation, so separators such as spaces
+and dashes may still be present and are stripped here where the format allows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import math
+from collections import Counter
+from collections.abc import Callable
+
+# ISO 13616 IBAN lengths for the countries we recognise (SWIFT IBAN registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18,
+    "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22,
+    "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
+    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24,
+    "SI": 19, "SK": 24, "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24,
+    "XK": 20,
+}  # fmt: skip
+
+ENTROPY_THRESHOLD = 3.5  # bits per character; random base62 of length 32 is ~5
+
+
+def _strip_separators(value: str) -> str:
+    return "".join(ch for ch in value if ch not in " -\u00a0")
+
+
+def luhn(value: str) -> bool:
+    """Luhn mod-10 over the digits of ``value`` (spaces and dashes allowed), 12-19 digits."""
+    digits = _strip_separators(value)
+    if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
+        return False
+    if len(set(digits)) == 1:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_mod97(value: str) -> bool:
+    """ISO 13616: known country, that country's length, and mod-97 remainder 1."""
+    iban = _strip_separators(value).upper()
+    if not iban.isascii() or not iban.isalnum() or len(iban) < 5:
+        return False
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit():
+        return False
+    rearranged = iban[4:] + iban[:4]
+    number = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(number) % 97 == 1
+
+
+def ssn_rules(value: str) -> bool:
+    """US SSN issuance rules: area not 000, 666 or 900-999; group not 00; serial not 0000."""
+    digits = _strip_separators(value)
+    if len(digits) != 9 or not digits.isascii() or not digits.isdigit():
+        return False
+    area, group, serial = int(digits[:3]), int(digits[3:5]), int(digits[5:])
+    if area == 0 or area == 666 or area >= 900:
+        return False
+    return group != 0 and serial != 0
+
+
+def ipv4(value: str) -> bool:
+    """Dotted quad with every octet in 0-255 and no leading zeros (which some parse as octal)."""
+    parts = value.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not part.isascii() or not part.isdigit() or not 1 <= len(part) <= 3:
+            return False
+        if len(part) > 1 and part[0] == "0":
+            return False
+        if int(part) > 255:
+            return False
+    return True
+
+
+def ipv6(value: str) -> bool:
+    """A parseable IPv6 address that looks like one: all eight groups, or a digit and two groups.
+
+    The second rule keeps C++ scopes and words such as ``abc::def`` or ``dead::beef`` out.
+    """
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    groups = [g for g in value.split(":") if g]
+    if len(groups) == 8:
+        return True
+    return len(groups) >= 2 and any(ch.isdigit() for ch in value)
+
+
+def phone_digits(value: str) -> bool:
+    """E.164 allows at most 15 digits; fewer than 8 is a code or a count, not a number."""
+    count = sum(1 for ch in value if ch.isdigit())
+    return 8 <= count <= 15
+
+
+def shannon_entropy(value: str) -> float:
+    """Shannon entropy in bits per character."""
+    if not value:
+        return 0.0
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def entropy(value: str) -> bool:
+    """True when ``value`` looks random enough to be a secret rather than a word."""
+    return shannon_entropy(value) >= ENTROPY_THRESHOLD
+
+
+def jwt(value: str) -> bool:
+    """Three dot-separated segments whose header base64url-decodes to a JSON object with alg."""
+    parts = value.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        return False
+    header = parts[0]
+    try:
+        raw = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        decoded = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+VALIDATORS: dict[str, Callable[[str], bool]] = {
+    "luhn": luhn,
+    "iban_mod97": iban_mod97,
+    "ssn_rules": ssn_rules,
+    "ipv4": ipv4,
+    "ipv6": ipv6,
+    "phone_digits": phone_digits,
+    "entropy": entropy,
+    "jwt": jwt,
+}

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import regex
+
+from relay.guardrail.detectors import Detector, DetectorSet, default_detector_set
+from relay.guardrail.scan import Finding, normalise, scan
+
+ZWSP, ZWJ, ZWNJ, BOM, SHY = "\u200b", "\u200d", "\u200c", "\ufeff", "\u00ad"
+GH_TOKEN = "ghp_fogoEmvnEN5N1aE6PwZPf1Qh6yYTWmE4lBYO"
+
+
+def make(
+    ident: str,
+    anchors: tuple[str, ...],
+    pattern: str,
+    *,
+    confidence: float = 0.5,
+    window: int = 256,
+    exclude: frozenset[str] = frozenset(),
+) -> Detector:
+    return Detector(
+        id=ident, category="secret", anchors=anchors, pattern=regex.compile(pattern),
+        validator=None, confidence=confidence, exclude=exclude, window=window,
+        examples_positive=(), examples_negative=(), source=Path("test.toml"),
+    )  # fmt: skip
+
+
+def found(text: str, detectors: DetectorSet | None = None) -> list[tuple[str, str]]:
+    """(detector, original substring) per finding."""
+    results = scan(text, detectors or default_detector_set())
+    return [(f.detector, text[f.start : f.end]) for f in results]
+
+
+def test_ascii_spans_are_exact() -> None:
+    text = "write to alice@example.com or call +44 20 7946 0958."
+    assert found(text) == [
+        ("email_address", "alice@example.com"),
+        ("phone_international", "+44 20 7946 0958"),
+    ]
+
+
+def test_zero_width_chars_inside_an_email_are_covered() -> None:
+    text = f"mail a{ZWSP}li{ZWJ}ce@example.com now"
+    (finding,) = scan(text, default_detector_set())
+    assert finding == Finding("email_address", "pii", 5, 5 + len("alice@example.com") + 2)
+    assert text[finding.start] == "a" and text[finding.end - 1] == "m"
+
+
+def test_zero_width_and_soft_hyphen_inside_a_key_are_covered() -> None:
+    hidden = GH_TOKEN[:6] + ZWNJ + GH_TOKEN[6:20] + SHY + GH_TOKEN[20:] + BOM
+    text = f"token={hidden}!"
+    assert found(text) == [("github_token", hidden[:-1])]
+
+
+def test_fullwidth_digits_and_letters_are_found() -> None:
+    card = "４１１１ １１１１ １１１１ １１１１"  # noqa: RUF001 (deliberate confusables)
+    key = "ＡＫＩＡＺ７Ｑ３ＫＸＷ２Ｍ４Ｈ５ＰＬＴＢ"  # noqa: RUF001 (deliberate confusables)
+    text = f"card {card} and key {key}"
+    assert found(text) == [("payment_card_number", card), ("aws_access_key_id", key)]
+
+
+def test_nfkc_expansion_maps_back_to_the_ligature() -> None:
+    text = "\ufb01nance@example.com"  # the 'fi' ligature expands to two characters
+    assert found(text) == [("email_address", text)]
+
+
+def test_lowercase_that_changes_length_keeps_offsets() -> None:
+    text = "İİ İ alice@example.com"  # 'İ'.lower() is two characters
+    assert found(text) == [("email_address", "alice@example.com")]
+
+
+def test_plain_prose_has_no_findings() -> None:
+    prose = (
+        "The quick brown fox jumps over the lazy dog. In 2024 we shipped 3 releases; "
+        "see section 4.2 of the design, or ask the team at the standup on Monday at 10:30. "
+        "It is 1.5 times faster, and std::vector is fine. Total: 1,234,567 items (99.9%)."
+    )
+    assert scan(prose, default_detector_set()) == []
+    assert scan("", default_detector_set()) == []
+
+
+def test_scan_is_deterministic() -> None:
+    text = f"key AKIAZ7Q3KXW2M4H5PLTB, card 4111111111111111, {GH_TOKEN}, bob@example.org"
+    first = scan(text, default_detector_set())
+    assert first == scan(text, default_detector_set())
+    assert [f.start for f in first] == sorted(f.start for f in first)
+
+
+def test_same_span_higher_confidence_then_alphabetical_id_wins() -> None:
+    text = "x tok_abcdefgh y"
+    low = make("b_low", ("tok_",), r"tok_[a-z]{8}", confidence=0.4)
+    high = make("z_high", ("tok_",), r"tok_[a-z]{8}", confidence=0.9)
+    assert found(text, DetectorSet([low, high])) == [("z_high", "tok_abcdefgh")]
+    assert found(text, DetectorSet([high, low])) == [("z_high", "tok_abcdefgh")]
+    first = make("a_first", ("tok_",), r"tok_[a-z]{8}", confidence=0.9)
+    assert found(text, DetectorSet([high, first])) == [("a_first", "tok_abcdefgh")]
+
+
+def test_earlier_start_then_longer_span_wins_overlaps() -> None:
+    short = make("short", ("tok_",), r"tok_[a-z]{4}", confidence=1.0)
+    long = make("long", ("tok_",), r"tok_[a-z]{8}", confidence=0.1)
+    late = make("late", ("abc",), r"abcdefgh z", confidence=1.0)
+    text = "tok_abcdefgh z"
+    assert found(text, DetectorSet([short, long, late])) == [("long", "tok_abcdefgh")]
+
+
+def test_non_overlapping_findings_are_all_kept() -> None:
+    det = make("tok", ("tok_",), r"tok_[a-z]{4}")
+    assert found("tok_abcd tok_efgh", DetectorSet([det])) == [
+        ("tok", "tok_abcd"),
+        ("tok", "tok_efgh"),
+    ]
+
+
+def test_lookbehind_sees_text_before_the_window() -> None:
+    # The window starts at index 2; the lookbehind still sees the 'x' at index 0.
+    det = make("tok", ("tok_",), r"(?<!x.{5})tok_[a-z]{4}", window=4)
+    assert found("x12345tok_abcd", DetectorSet([det])) == []
+    assert found("y12345tok_abcd", DetectorSet([det])) == [("tok", "tok_abcd")]
+
+
+def test_window_limits_how_far_a_match_extends() -> None:
+    det = make("tok", ("tok_",), r"tok_[a-z]+", window=4)
+    assert found("tok_abcdefghij", DetectorSet([det])) == [("tok", "tok_abcd")]
+
+
+def test_match_must_overlap_an_anchor_hit() -> None:
+    away = make("away", ("key",), r"\d{4}")
+    assert found("key 1234", DetectorSet([away])) == []
+
+
+def test_value_group_is_the_span_and_exclude_applies_to_it() -> None:
+    det = make("labelled", ("key",), r"key=(?P<value>\d{4})", exclude=frozenset({"0000"}))
+    assert found("key=1234 key=0000", DetectorSet([det])) == [("labelled", "1234")]
+
+
+def test_anchor_matching_is_case_insensitive() -> None:
+    det = make("tok", ("TOK_",), r"(?i:tok_)[a-z]{4}")
+    assert found("Tok_abcd", DetectorSet([det])) == [("tok", "Tok_abcd")]
+
+
+def test_empty_detector_set_finds_nothing() -> None:
+    assert scan("alice@example.com", DetectorSet([])) == []
+
+
+def test_normalise_map() -> None:
+    assert normalise("plain") == ("plain", None)
+    text, index = normalise(f"a{ZWSP}\uff42\ufb01")
+    assert text == "abfi"
+    assert index == [0, 2, 3, 3]
+
+
+def test_detector_set_is_shared_across_threads() -> None:
+    text = f"{GH_TOKEN} alice@example.com 4111111111111111 " * 20
+    expected = scan(text, default_detector_set())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: scan(text, default_detector_set()), range(16)))
+    assert all(r == expected for r in results)
+    assert len(expected) == 60
+
+
+def test_finding_is_frozen() -> None:
+    finding = Finding("d", "pii", 0, 1)
+    with pytest.raises(AttributeError):
+        finding.start = 2  # type: ignore[misc]
+
+
+TRICKY = [
+    "e\u0301\u0301\u0301 alice@example.com",
+    "👩‍👩‍👧‍👦 family 4111111111111111 👍🏽",
+    "\U0001d400\U0001d401 bold math \U0001d7ce\U0001d7cf",  # math letters / digits, NFKC to ASCII
+    "שלום alice@example.com עולם \u202eevil\u202c",
+    "مرحبا ٠١٢٣٤٥٦٧٨٩ 536-22-1234",
+    "\u0301\u200b\u200b\ufeff",
+    "\u3000\uff10\uff11\u2460\u2461 ＋４４ ２０ ７９４６ ０９５８",  # noqa: RUF001 (deliberate confusables)
+    "ﷺ ﷻ ﬀﬃ ㍿ ㈱",
+    "a\u200bb\u200bc@\u200bd.\u200bcom",
+    "İıŞşĞğ KEY AKIA\u00adZ7Q3KXW2M4H5PLTB",
+    "\U0010ffff\U000e0001\U000e0041 tags",
+    "x" * 1000 + "@" + "y" * 1000,
+    "1" * 500,
+    ":" * 300 + "::1" + "-" * 300,
+]
+
+
+@pytest.mark.parametrize("text", TRICKY, ids=range(len(TRICKY)))
+def test_tricky_unicode_never_crashes_and_spans_are_in_bounds(text: str) -> None:
+    findings = scan(text, default_detector_set())
+    for f in findings:
+        assert 0 <= f.start < f.end <= len(text)
+    for a, b in pairwise(findings):
+        assert a.end <= b.start
+
+
+def test_tricky_strings_still_find_what_they_hide() -> None:
+    assert ("email_address", "alice@example.com") in found(TRICKY[0])
+    assert ("payment_card_number", "4111111111111111") in found(TRICKY[1])
+    assert ("us_ssn", "536-22-1234") in found(TRICKY[4])
+    assert ("aws_access_key_id", "AKIA\u00adZ7Q3KXW2M4H5PLTB") in found(TRICKY[9])
+    assert found(TRICKY[8]) == [("email_address", TRICKY[8])]
+
+
+def test_anchor_hits_merge_touching_hits_into_regions() -> None:
+    digits = make("digits", tuple("0123456789"), r"\d+")
+    word = make("word", ("key",), r"key")
+    detectors = DetectorSet([digits, word])
+    assert detectors.anchor_hits("a 123 b 45 key") == {0: [(2, 5), (8, 10)], 1: [(11, 14)]}
+    assert found("a 123 b 45", detectors) == [("digits", "123"), ("digits", "45")]

@@ -1,0 +1,142 @@
+"""Every shipped detector's own examples, run through the shipped detector set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay.guardrail.detectors import (
+    DEFAULT_DIRECTORY,
+    Detector,
+    DetectorError,
+    DetectorSet,
+    default_detector_set,
+    load_detectors,
+)
+from relay.guardrail.scan import scan
+
+DETECTORS = load_detectors()
+POSITIVES = [
+    pytest.param(d, text, id=f"{d.id}-pos{i}")
+    for d in DETECTORS
+    for i, text in enumerate(d.examples_positive)
+]
+NEGATIVES = [
+    pytest.param(d, text, id=f"{d.id}-neg{i}")
+    for d in DETECTORS
+    for i, text in enumerate(d.examples_negative)
+]
+
+
+@pytest.mark.parametrize(("detector", "text"), POSITIVES)
+def test_positive_example_is_found(detector: Detector, text: str) -> None:
+    findings = scan(text, default_detector_set())
+    mine = [f for f in findings if f.detector == detector.id]
+    assert mine, f"{detector.id} missed {text!r}; got {findings}"
+    for finding in mine:
+        assert 0 <= finding.start < finding.end <= len(text)
+        assert finding.category == detector.category
+
+
+@pytest.mark.parametrize(("detector", "text"), NEGATIVES)
+def test_negative_example_is_not_found(detector: Detector, text: str) -> None:
+    findings = scan(text, default_detector_set())
+    assert not [f for f in findings if f.detector == detector.id], findings
+
+
+@pytest.mark.parametrize("detector", DETECTORS, ids=[d.id for d in DETECTORS])
+def test_detector_is_alone_sufficient_for_its_positives(detector: Detector) -> None:
+    # Examples must not depend on another detector losing an overlap.
+    alone = DetectorSet([detector])
+    for text in detector.examples_positive:
+        assert scan(text, alone), f"{detector.id} alone missed {text!r}"
+
+
+def test_shipped_directory_loads_with_unique_ids_and_examples() -> None:
+    ids = [d.id for d in DETECTORS]
+    assert len(ids) == len(set(ids))
+    assert {d.category for d in DETECTORS} == {"pii", "secret"}
+    for d in DETECTORS:
+        assert d.examples_positive and d.examples_negative, d.id
+        assert d.source.is_relative_to(DEFAULT_DIRECTORY)
+    assert default_detector_set() is default_detector_set()
+    assert len(default_detector_set()) == len(DETECTORS)
+
+
+GOOD = """
+[[detector]]
+id = "demo_token"
+category = "secret"
+anchors = ["demo_"]
+pattern = 'demo_[a-z]{8}'
+[detector.examples]
+positive = ["demo_abcdefgh"]
+negative = ["demo_x"]
+"""
+
+
+def _write(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_minimal_file_loads_with_defaults(tmp_path: Path) -> None:
+    _write(tmp_path, "good.toml", GOOD)
+    (det,) = load_detectors(tmp_path)
+    assert det.window == 256 and det.validator is None and det.confidence == 0.5
+    assert det.exclude == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "ident", "field"),
+    [
+        ('category = "secret"', 'category = "secret"\ncolour = "red"', "demo_token", "colour"),
+        ('category = "secret"', 'category = "secret"\nvalidator = "nope"', "demo_token",
+         "validator"),
+        ("pattern = 'demo_[a-z]{8}'", "pattern = 'demo_[a-z'", "demo_token", "pattern"),
+        ('anchors = ["demo_"]', "anchors = []", "demo_token", "anchors"),
+        ('category = "secret"', 'category = "phi"', "demo_token", "category"),
+        ('category = "secret"', 'category = "secret"\nconfidence = 2', "demo_token",
+         "confidence"),
+        ('positive = ["demo_abcdefgh"]', 'positive = ["demo_abcdefgh"]\nmaybe = []',
+         "demo_token", "examples.maybe"),
+        ('id = "demo_token"\n', "", "#0", "id"),
+    ],
+)  # fmt: skip
+def test_loader_rejects_bad_field(
+    tmp_path: Path, old: str, new: str, ident: str, field: str
+) -> None:
+    path = _write(tmp_path, "bad.toml", GOOD.replace(old, new))
+    with pytest.raises(DetectorError) as info:
+        load_detectors(tmp_path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"detector {ident}:" in message
+    assert f"field {field}:" in message
+
+
+def test_loader_rejects_duplicate_id_across_files(tmp_path: Path) -> None:
+    _write(tmp_path, "a.toml", GOOD)
+    second = _write(tmp_path, "b.toml", GOOD)
+    with pytest.raises(DetectorError) as info:
+        load_detectors(tmp_path)
+    message = str(info.value)
+    assert str(second) in message and "detector demo_token:" in message
+    assert "field id:" in message and "duplicate" in message
+
+
+def test_loader_reads_subdirectories_in_sorted_order(tmp_path: Path) -> None:
+    (tmp_path / "z").mkdir()
+    (tmp_path / "a").mkdir()
+    _write(tmp_path / "z", "one.toml", GOOD)
+    _write(tmp_path / "a", "two.toml", GOOD.replace("demo_token", "alpha_token"))
+    assert [d.id for d in load_detectors(tmp_path)] == ["alpha_token", "demo_token"]
+
+
+def test_loader_rejects_invalid_toml(tmp_path: Path) -> None:
+    path = _write(tmp_path, "broken.toml", "[[detector]\nid = 1")
+    with pytest.raises(DetectorError, match="invalid TOML") as info:
+        load_detectors(tmp_path)
+    assert str(path) in str(info.value)
