@@ -16,6 +16,7 @@ import orjson
 
 from relay import __version__
 from relay.config import ConfigError, Settings, load_settings
+from relay.guardrail.commands import GuardrailCommandError
 from relay.store.base import PLANS, QUOTA_PERIODS, ROLES, RelayKey, Store, StoreError, open_store
 
 T = TypeVar("T")
@@ -70,6 +71,7 @@ def key_view(key: RelayKey) -> dict[str, Any]:
         "revoked_at": key.revoked_at,
         "quota_tokens": key.quota_tokens,
         "quota_period": key.quota_period,
+        "guardrail_id": key.guardrail_id,
     }
 
 
@@ -198,6 +200,27 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_key_set_guardrail(args: argparse.Namespace) -> int:
+    guardrail = None if args.guardrail_id == "none" else args.guardrail_id
+
+    async def action(store: Store) -> RelayKey:
+        key = await store.get_key(args.key_id)
+        if key is None:
+            raise CommandError(f"no relay key {args.key_id}")
+        if guardrail is not None and guardrail not in {
+            g.id for g in await store.list_guardrails(key.workspace_id)
+        }:
+            raise CommandError(f"no guardrail {guardrail} in the key's workspace")
+        await store.set_key_guardrail(key.id, guardrail)
+        updated = await store.get_key(key.id)
+        assert updated is not None
+        return updated
+
+    key = _with_store(args, action)
+    _emit(args, key_view(key), f"{key.id}: guardrail {key.guardrail_id or 'workspace default'}")
+    return 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from relay.testing import MockConfig, run_mock_upstream
 
@@ -286,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _store_options(p)
     p.set_defaults(func=cmd_key_revoke)
+    p = ks.add_parser("set-guardrail", help="give a key its own guardrail (or none)",
+                      description="Override the workspace default guardrail for one key; "
+                      "'none' returns the key to the workspace default.")
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("guardrail_id", metavar="GUARDRAIL_ID|none")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+    p.set_defaults(func=cmd_key_set_guardrail)
+
+    from relay.guardrail.commands import add_commands as add_guardrail_commands
+
+    add_guardrail_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
 
     p = sub.add_parser("scan", help="find PII and secrets in JSONL text on stdin",
                        description='Read JSONL on stdin ({"text": ...} per line) and write '
@@ -319,6 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"orca-relay: configuration error: {exc}\n")
         return EXIT_USAGE
-    except (CommandError, StoreError) as exc:
+    except (CommandError, StoreError, GuardrailCommandError) as exc:
         sys.stderr.write(f"orca-relay: {exc}\n")
         return 1

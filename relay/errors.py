@@ -8,6 +8,7 @@ exception classes with our `code` set.
     │   ├── RequestTooLarge         413 request_too_large
     │   ├── AuthenticationFailed    401 invalid_api_key
     │   ├── QuotaExceeded           429 quota_exceeded
+    │   ├── GuardrailBlocked        400 guardrail_blocked
     │   ├── NotFound                404 not_found / route_not_found
     │   └── MethodNotAllowed        405 method_not_allowed
     ├── UpstreamError               the provider's fault
@@ -76,6 +77,10 @@ class QuotaExceeded(ClientError):
     status = 429
     type = "insufficient_quota"
     code = "quota_exceeded"
+
+
+class GuardrailBlocked(ClientError):
+    code = "guardrail_blocked"
 
 
 class NotFound(ClientError):

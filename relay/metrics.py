@@ -153,6 +153,10 @@ class RelayMetrics:
             "orca_relay_tokens_total",
             "Tokens metered against relay keys (kind=metered) and given back (kind=refunded).",
             ("kind",))
+        self.guardrail_findings = Counter(
+            "orca_relay_guardrail_findings_total",
+            "Guardrail findings a rule covered, by category, the rule's verdict, the outcome "
+            "applied and the guardrail's mode.", ("category", "verdict", "outcome", "mode"))
         self.quota_rejections = Counter(
             "orca_relay_quota_rejections_total", "Requests refused with 429 quota_exceeded.")
         self.upstream_errors = Counter(

@@ -29,6 +29,8 @@ from aiohttp import web
 from relay.accounts import BootstrapResult, bootstrap_if_empty
 from relay.compliance.signing import ensure_signing_key
 from relay.config import Settings, parse_listen
+from relay.guardrail.detectors import DetectorSet, default_detector_set
+from relay.guardrail.filter import GuardrailFilter
 from relay.metrics import SNAPSHOT_DIR_ENV as METRICS_DIR_ENV
 from relay.metrics import SNAPSHOT_SECONDS, RelayMetrics, retire_snapshot
 from relay.proxy.access import AccessControl
@@ -51,9 +53,10 @@ class Services:
     chain: Chain
 
 
-def build_chain(access: AccessControl, metrics: RelayMetrics) -> Chain:
-    """The one place the order of controls is decided (decode order; encode is reversed)."""
-    return Chain([MeteringFilter(access, metrics)])
+def build_chain(access: AccessControl, metrics: RelayMetrics, detectors: DetectorSet) -> Chain:
+    """The one place the order of controls is decided (decode order; encode is reversed):
+    quota first (a refused request costs no scan), then the guardrail."""
+    return Chain([MeteringFilter(access, metrics), GuardrailFilter(access, detectors, metrics)])
 
 
 @contextlib.asynccontextmanager
@@ -63,13 +66,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     store = open_store(settings.effective_database_url)
     await store.open()
     store.on_write_failure = metrics.evidence_write_failures.inc
-    access = AccessControl(store, settings.state_refresh_seconds)
+    detectors = default_detector_set()
+    access = AccessControl(
+        store, settings.state_refresh_seconds, [d.id for d in detectors.detectors]
+    )
     upstream = Upstream(settings)
     publisher = asyncio.create_task(_publish_metrics(metrics, store), name="orca-metrics")
     try:
         await access.start()
         await upstream.start()
-        yield Services(settings, store, access, upstream, metrics, build_chain(access, metrics))
+        chain = build_chain(access, metrics, detectors)
+        yield Services(settings, store, access, upstream, metrics, chain)
     finally:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -94,7 +101,8 @@ async def _publish_metrics(metrics: RelayMetrics, store: Store) -> None:
 def build_relay_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=services.settings.max_body_bytes)
     ctx = RelayContext(
-        services.settings, services.access, services.upstream, services.chain, services.metrics
+        services.settings, services.access, services.upstream, services.chain, services.metrics,
+        services.store,
     )
     add_routes(app, ctx)
     return app

@@ -25,8 +25,15 @@ import contextlib
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 
 from relay.errors import AuthenticationFailed, QuotaExceeded
+from relay.guardrail.policy import (
+    Guardrail,
+    GuardrailRuleError,
+    fail_closed_guardrail,
+    guardrail_from_record,
+)
 from relay.store.base import (
     QuotaPeriod,
     RelayKey,
@@ -87,8 +94,16 @@ def bucket_of(key: RelayKey) -> Bucket | None:
 
 
 class AccessControl:
-    def __init__(self, store: Store, refresh_seconds: float) -> None:
+    """The per-process cache of who may call and under which guardrail."""
+
+    def __init__(
+        self, store: Store, refresh_seconds: float, known_detectors: Collection[str] = ()
+    ) -> None:
         self._store = store
+        self._known_detectors = known_detectors
+        self._guardrails: dict[str, Guardrail] = {}
+        self._default_guardrail: dict[str, str] = {}  # workspace id → guardrail id
+        self._hmac_keys: dict[str, bytes] = {}
         self._refresh_seconds = refresh_seconds
         self._by_hash: dict[str, RelayKey] = {}
         # Authorization header → key, for headers already verified: skips the SHA-256 on
@@ -140,8 +155,37 @@ class AccessControl:
             keys = await self._store.active_keys()
             self._by_hash = {k.key_hash: k for k in keys}
             self._by_header = {}
+            await self._load_guardrails()
             self._state_version = version
         await self._refresh_usage()
+
+    async def _load_guardrails(self) -> None:
+        guardrails: dict[str, Guardrail] = {}
+        for record in await self._store.list_guardrails():
+            try:
+                guardrails[record.id] = guardrail_from_record(record, self._known_detectors)
+            except GuardrailRuleError as exc:
+                # A stored rule that no longer parses (e.g. a removed detector): keep the
+                # guardrail, enforcing, with every category blocked, rather than drop it.
+                log.error("guardrail %s: %s; failing closed", record.id, exc)
+                guardrails[record.id] = fail_closed_guardrail(record)
+        self._guardrails = guardrails
+        self._default_guardrail = {
+            g.workspace_id: g.id for g in guardrails.values() if g.is_default
+        }
+        self._hmac_keys = await self._store.workspace_hmac_keys()
+
+    def guardrail_for(self, key: RelayKey) -> Guardrail | None:
+        """The key's own guardrail, else its workspace's default, else none."""
+        if key.guardrail_id is not None:
+            own = self._guardrails.get(key.guardrail_id)
+            if own is not None:
+                return own
+        default = self._default_guardrail.get(key.workspace_id)
+        return self._guardrails.get(default) if default is not None else None
+
+    def hmac_key(self, workspace_id: str) -> bytes:
+        return self._hmac_keys[workspace_id]
 
     async def _refresh_usage(self) -> None:
         buckets = {b for k in self._by_hash.values() if (b := bucket_of(k)) is not None}

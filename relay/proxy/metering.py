@@ -82,10 +82,6 @@ class MeteringFilter(Filter):
                 x.body_changed = True
         return CONTINUE
 
-    def encode_response(self, x: Exchange) -> Verdict:
-        x.usage_tokens = tokens_of(usage_in(x.response))
-        return CONTINUE
-
     def encode_chunk(self, x: Exchange, event: SSEEvent) -> Verdict:
         data = event.data
         if b'"usage"' not in data:
@@ -113,6 +109,10 @@ class MeteringFilter(Filter):
         return CONTINUE
 
     def on_complete(self, x: Exchange) -> None:
+        # Read here, not in encode_response: a control that replaces the answer stops the
+        # encode chain, and its tokens must still be counted (as refunded).
+        if x.response is not None and not x.stream:
+            x.usage_tokens = tokens_of(usage_in(x.response))
         tokens = x.usage_tokens
         if tokens <= 0:
             return

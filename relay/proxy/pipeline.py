@@ -58,6 +58,7 @@ class Exchange:
     usage_tokens: int = 0
     completed: bool = False  # the upstream answer arrived whole (or the stream ended well)
     metadata: dict[str, Any] = field(default_factory=dict)
+    evidence: list[Any] = field(default_factory=list)  # EvidenceEvents, written before replying
 
 
 class Filter:

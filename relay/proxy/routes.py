@@ -38,6 +38,7 @@ from relay.proxy.pipeline import DROP, Chain, Exchange, LocalReply
 from relay.proxy.sse import SSEDecoder, encode_json
 from relay.proxy.validation import Validator, parse_json_object, read_body, validate_chat
 from relay.proxy.validation import validate_model as validate_model_body
+from relay.store.base import Store
 
 log = logging.getLogger("orca.relay")
 
@@ -114,6 +115,7 @@ class RelayContext:
     upstream: up.Upstream
     chain: Chain
     metrics: RelayMetrics
+    store: Store
     request_ids: RequestIds = field(default_factory=RequestIds)
 
 
@@ -207,6 +209,9 @@ class RelayHandler:
                 upstream.close()
         finally:
             ctx.chain.on_complete(x)
+            if x.evidence:
+                # Durable before the answer leaves (group commit with other requests').
+                await ctx.store.append_events(x.evidence)
 
     def _relay_whole(
         self, x: Exchange, upstream: aiohttp.ClientResponse, data: bytes, timing: Timing

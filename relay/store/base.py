@@ -8,11 +8,13 @@ A PostgreSQL backend implements the same protocol without touching callers.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Plan = Literal["free", "paid"]
 Role = Literal["member", "admin"]
@@ -41,6 +43,15 @@ def rfc3339(moment: datetime) -> str:
 def new_id(prefix: str) -> str:
     # 80 random bits: ids are names, not secrets, but must never collide across replicas.
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+GENESIS_HASH = "0" * 64
+
+
+def chain_hash(prev_hash: str, document: bytes) -> str:
+    """An event's hash commits to the previous event's hash and its own canonical bytes
+    (orjson with sorted keys), so an edited, deleted or reordered event breaks the chain."""
+    return hashlib.sha256(prev_hash.encode() + b"\n" + document).hexdigest()
 
 
 def quota_period_key(period: QuotaPeriod, moment: datetime) -> str:
@@ -83,6 +94,19 @@ class RelayKey:
 
 
 @dataclass(frozen=True)
+class GuardrailRecord:
+    id: str
+    workspace_id: str
+    name: str
+    mode: str
+    rules: list[dict[str, Any]]
+    is_default: bool
+    source: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
 class UsageDelta:
     key_id: str
     period: str  # bucket from quota_period_key
@@ -122,6 +146,25 @@ class Store(Protocol):
 
     async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
         """Add tokens to each (key, period) bucket, in one write."""
+
+    async def create_guardrail(self, record: GuardrailRecord) -> GuardrailRecord: ...
+    async def list_guardrails(self, workspace_id: str | None = None) -> list[GuardrailRecord]:
+        """One workspace's guardrails, or every workspace's when None."""
+
+    async def update_guardrail(
+        self, guardrail_id: str, *, mode: str | None = None, is_default: bool | None = None
+    ) -> GuardrailRecord | None: ...
+    async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None: ...
+    async def workspace_hmac_keys(self) -> dict[str, bytes]:
+        """Every workspace's evidence HMAC key, creating the missing ones."""
+
+    def append_events(self, events: Sequence[Any]) -> asyncio.Future[None]:
+        """Queue evidence events now; the future resolves once they are committed (each
+        with its per-workspace seq and chain hash)."""
+
+    async def list_events(
+        self, workspace_id: str, plane: str, after_seq: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]: ...
 
     def queue_depth(self) -> int:
         """Writes waiting for the next group commit."""

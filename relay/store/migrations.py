@@ -54,6 +54,41 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE guardrails (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            name TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('observe', 'enforce')),
+            rules TEXT NOT NULL,
+            is_default INTEGER NOT NULL DEFAULT 0,
+            source TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX guardrails_workspace ON guardrails (workspace_id);
+        CREATE TABLE workspace_secrets (
+            workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id),
+            hmac_key TEXT NOT NULL
+        );
+        CREATE TABLE evidence_events (
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            seq BIGINT NOT NULL,
+            id TEXT NOT NULL UNIQUE,
+            at TEXT NOT NULL,
+            plane TEXT NOT NULL CHECK (plane IN ('guardrail', 'firewall')),
+            request_id TEXT NOT NULL,
+            key_id TEXT,
+            body TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (workspace_id, seq)
+        );
+        CREATE INDEX evidence_events_request ON evidence_events (request_id);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -24,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay.store import sqlite_evidence as ev
 from relay.store.base import (
     Conflict,
+    GuardrailRecord,
     Plan,
     RelayKey,
     Role,
@@ -408,6 +410,39 @@ class SQLiteStore:
             )
 
         await self._write(job)
+
+    async def create_guardrail(self, record: GuardrailRecord) -> GuardrailRecord:
+        return await self._write(lambda c: ev.insert_guardrail(c, record))
+
+    async def list_guardrails(self, workspace_id: str | None = None) -> list[GuardrailRecord]:
+        return await self._read(lambda c: ev.select_guardrails(c, workspace_id))
+
+    async def update_guardrail(
+        self, guardrail_id: str, *, mode: str | None = None, is_default: bool | None = None
+    ) -> GuardrailRecord | None:
+        return await self._write(lambda c: ev.update_guardrail(c, guardrail_id, mode, is_default))
+
+    async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None:
+        await self._write(lambda c: ev.set_key_guardrail(c, key_id, guardrail_id))
+
+    async def workspace_hmac_keys(self) -> dict[str, bytes]:
+        return await self._write(ev.ensure_hmac_keys)
+
+    def append_events(self, events: Sequence[Any]) -> asyncio.Future[None]:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        batch = list(events)
+        self._queue.put(_Pending(lambda c: ev.append_events(c, batch), loop, future))
+        return future
+
+    async def list_events(
+        self, workspace_id: str, plane: str, after_seq: int = 0, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self._read(
+            lambda c: ev.select_events(c, workspace_id, plane, after_seq, limit)
+        )
 
     async def usage(self, buckets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         wanted = list(buckets)

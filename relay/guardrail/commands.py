@@ -1,0 +1,122 @@
+"""`orca-relay guardrail …` commands (until the admin API manages guardrails)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from relay.guardrail.detectors import default_detector_set
+from relay.guardrail.policy import MODES, GuardrailRuleError, parse_rules
+from relay.store.base import GuardrailRecord, Store, new_id, rfc3339, utc_now
+
+StoreRunner = Callable[[argparse.Namespace, Callable[[Store], Any]], Any]
+
+
+class GuardrailCommandError(Exception):
+    """Reported by the CLI as an error (exit 1)."""
+
+
+def guardrail_view(g: GuardrailRecord) -> dict[str, Any]:
+    return {"id": g.id, "workspace_id": g.workspace_id, "name": g.name, "mode": g.mode,
+            "rules": g.rules, "is_default": g.is_default, "source": g.source,
+            "created_at": g.created_at, "updated_at": g.updated_at}
+
+
+def _rules(text: str) -> list[dict[str, Any]]:
+    raw = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
+    try:
+        rules = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GuardrailCommandError(f"--rules: not JSON ({exc})") from None
+    try:
+        parsed = parse_rules(rules, [d.id for d in default_detector_set().detectors])
+    except GuardrailRuleError as exc:
+        raise GuardrailCommandError(f"--rules: {exc}") from None
+    return [rule.as_dict() for rule in parsed]
+
+
+def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    sys.stdout.write((orjson.dumps(obj).decode() if args.json else text) + "\n")
+
+
+def run_create(args: argparse.Namespace, with_store: StoreRunner) -> int:
+    now = rfc3339(utc_now())
+    record = GuardrailRecord(new_id("gr"), args.workspace, args.name, args.mode,
+                             _rules(args.rules), args.default, "user", now, now)
+
+    async def action(store: Store) -> GuardrailRecord:
+        if await store.get_workspace(args.workspace) is None:
+            raise GuardrailCommandError(f"--workspace: no workspace {args.workspace}")
+        return await store.create_guardrail(record)
+
+    made = with_store(args, action)
+    _print(args, guardrail_view(made), f"created guardrail {made.id} ({made.mode})")
+    return 0
+
+
+def run_list(args: argparse.Namespace, with_store: StoreRunner) -> int:
+    records = with_store(args, lambda s: s.list_guardrails(args.workspace))
+    if args.json:
+        _print(args, {"data": [guardrail_view(g) for g in records]}, "")
+        return 0
+    for g in records:
+        default = " default" if g.is_default else ""
+        sys.stdout.write(f"{g.id}  {g.name}  {g.mode}{default}  {len(g.rules)} rules\n")
+    return 0
+
+
+def run_update(args: argparse.Namespace, with_store: StoreRunner) -> int:
+    mode = getattr(args, "mode", None)
+    is_default = True if getattr(args, "make_default", False) else None
+    updated = with_store(
+        args, lambda s: s.update_guardrail(args.guardrail_id, mode=mode, is_default=is_default)
+    )
+    if updated is None:
+        raise GuardrailCommandError(f"no guardrail {args.guardrail_id}")
+    _print(args, guardrail_view(updated), f"{updated.id}: mode {updated.mode}"
+           + (", workspace default" if updated.is_default else ""))
+    return 0
+
+
+def add_commands(
+    sub: Any, store_options: Callable[[argparse.ArgumentParser], None],
+    bind: Callable[[Callable[[argparse.Namespace, StoreRunner], int]], Any],
+) -> None:
+    group = sub.add_parser("guardrail", help="manage guardrails").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = group.add_parser("create", help="create a guardrail",
+                         description="Create a guardrail. --rules is JSON (or @FILE): "
+                         '[{"id": "r1", "categories": ["secret"], "action": "block", '
+                         '"on": "input"}, …]; actions flag|mask|block, on input|output|both.')
+    p.add_argument("--workspace", required=True, metavar="ID")
+    p.add_argument("--name", required=True)
+    p.add_argument("--rules", required=True, metavar="JSON|@FILE")
+    p.add_argument("--mode", choices=MODES, default="observe")
+    p.add_argument("--default", action="store_true", help="keys without an override use it")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    store_options(p)
+    p.set_defaults(func=bind(run_create))
+    p = group.add_parser("list", help="list a workspace's guardrails",
+                         description="List a workspace's guardrails.")
+    p.add_argument("--workspace", required=True, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    store_options(p)
+    p.set_defaults(func=bind(run_list))
+    p = group.add_parser("set-mode", help="switch observe / enforce",
+                         description="Switch a guardrail between observe and enforce.")
+    p.add_argument("guardrail_id", metavar="GUARDRAIL_ID")
+    p.add_argument("mode", choices=MODES)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    store_options(p)
+    p.set_defaults(func=bind(run_update))
+    p = group.add_parser("set-default", help="make it the workspace default",
+                         description="Make a guardrail the default that keys inherit.")
+    p.add_argument("guardrail_id", metavar="GUARDRAIL_ID")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    store_options(p)
+    p.set_defaults(func=bind(run_update), make_default=True)
