@@ -9,8 +9,12 @@ guardrail_blocked (an output block refunds the usage). In observe mode nothing c
 and each would-be mask or block is recorded with `would_have`. Every finding a rule
 covers becomes an evidence event (a masked snippet and an HMAC, never the value).
 
-Streamed output is not scanned yet: a stream whose guardrail enforces on output is
-refused rather than let through unscanned (fail closed).
+Streamed chat output (content and tool-call argument deltas, per choice) goes through a
+hold-back (holdback.py) in enforce mode: each chunk carries only what is safe to release,
+masked, and a value split across chunks is caught before any part of it leaves; a block
+ends the stream with one SSE error event. In observe mode chunks pass untouched and the
+assembled texts are scanned when the stream ends. Other streamed routes under a
+guardrail that enforces on output are refused rather than relayed unscanned.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from relay.errors import GuardrailBlocked, InvalidRequest
 from relay.evidence import EvidenceEvent, masked_snippet, value_hmac
 from relay.guardrail.detectors import DetectorSet
+from relay.guardrail.holdback import HoldBack
 from relay.guardrail.policy import Guardrail, Rule, Stage, applied
 from relay.guardrail.scan import Finding, scan
 from relay.metrics import RelayMetrics
 from relay.proxy.access import AccessControl
-from relay.proxy.pipeline import CONTINUE, Exchange, Filter, LocalReply, Verdict
+from relay.proxy.pipeline import CONTINUE, DROP, Exchange, Filter, LocalReply, Verdict
+from relay.proxy.sse import SSEEvent, encode_data
 
 Slot = tuple[Any, Any, str]  # (container, key, path): container[key] is a text
 
@@ -70,6 +78,40 @@ def _message_slots(message: dict[str, Any], path: str) -> Iterator[Slot]:
         yield legacy, "arguments", f"{path}.function_call.arguments"
 
 
+def _delta_pieces(choice: Any) -> list[tuple[tuple[int, str, int], str]]:
+    """The streamed text pieces of one chunk's choice, keyed (choice, kind, tool index)."""
+    if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
+        return []
+    index = choice.get("index", 0)
+    delta = choice["delta"]
+    pieces: list[tuple[tuple[int, str, int], str]] = []
+    if isinstance(delta.get("content"), str):
+        pieces.append(((index, "content", 0), delta["content"]))
+    for call in delta.get("tool_calls") or []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            pieces.append(((index, "tool", call.get("index", 0)), function["arguments"]))
+    return pieces
+
+
+def _set_delta_piece(delta: dict[str, Any], slot: tuple[int, str, int], text: str) -> None:
+    if slot[1] == "content":
+        delta["content"] = text
+        return
+    calls = delta.setdefault("tool_calls", [])
+    for call in calls:
+        if isinstance(call, dict) and call.get("index", 0) == slot[2]:
+            call.setdefault("function", {})["arguments"] = text
+            return
+    calls.append({"index": slot[2], "function": {"arguments": text}})
+
+
+def _slot_path(slot: tuple[int, str, int]) -> str:
+    if slot[1] == "content":
+        return f"choices[{slot[0]}].delta.content"
+    return f"choices[{slot[0]}].delta.tool_calls[{slot[2]}].function.arguments"
+
+
 def _text_or_list(body: dict[str, Any], name: str, path: str) -> Iterator[Slot]:
     value = body.get(name)
     if isinstance(value, str):
@@ -95,10 +137,10 @@ class GuardrailFilter(Filter):
         if guardrail is None:
             return CONTINUE
         x.metadata["guardrail"] = guardrail
-        if x.stream and guardrail.enforces_on("output"):
+        if x.stream and x.route != "chat_completions" and guardrail.enforces_on("output"):
             return LocalReply(InvalidRequest(
-                "this key's guardrail enforces on output, and streamed output is not "
-                "scanned yet; send the request without stream",
+                "this key's guardrail enforces on output, and streamed output of this route "
+                "is not scanned; send the request without stream",
                 param="stream", code="guardrail_stream_unsupported"))
         if x.body is None or not guardrail.covers("input"):
             return CONTINUE
@@ -119,12 +161,133 @@ class GuardrailFilter(Filter):
                 "answer); see the Matches feed for this request id"))
         return CONTINUE
 
+    # ---- streams -------------------------------------------------------------------
+
+    def encode_chunk(self, x: Exchange, event: SSEEvent) -> Verdict:
+        guardrail: Guardrail | None = x.metadata.get("guardrail")
+        if guardrail is None or not guardrail.covers("output"):
+            return CONTINUE
+        streams: dict[tuple[int, str, int], Any] = x.metadata.setdefault("streams", {})
+        if event.is_done:
+            return self._flush(x, guardrail, streams, event)
+        try:
+            document = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return CONTINUE
+        choices = document.get("choices") if isinstance(document, dict) else None
+        if not isinstance(choices, list) or not choices:
+            return CONTINUE
+        if guardrail.mode == "observe":
+            for choice in choices:
+                for slot, piece in _delta_pieces(choice):
+                    streams[slot] = streams.get(slot, "") + piece
+            return CONTINUE
+        keep = False
+        for choice in choices:
+            verdict = self._release_choice(x, guardrail, streams, choice)
+            if isinstance(verdict, LocalReply):
+                return verdict
+            keep = keep or verdict
+        if not keep:
+            return DROP
+        event.data = orjson.dumps(document)
+        event.raw = encode_data(event.data)
+        return CONTINUE
+
+    def _release_choice(
+        self, x: Exchange, g: Guardrail, streams: dict[tuple[int, str, int], Any],
+        choice: dict[str, Any],
+    ) -> bool | LocalReply:
+        """Rewrite one choice's delta to what may be released. True if it must be sent."""
+        index = choice.get("index", 0)
+        final = choice.get("finish_reason") is not None
+        delta = choice.setdefault("delta", {})
+        if not isinstance(delta, dict):
+            return True
+        keep = final or any(k not in ("content", "tool_calls") for k in delta)
+        pieces = dict(_delta_pieces(choice))
+        slots = {s for s in streams if s[0] == index} | set(pieces) if final else set(pieces)
+        for slot in sorted(slots):
+            hold = streams.get(slot)
+            if hold is None:
+                hold = streams[slot] = HoldBack(lambda t: scan(t, self._detectors))
+            released, findings = hold.feed(pieces.get(slot, ""), final=final)
+            masked = self._decide_released(x, g, slot, released, findings)
+            if isinstance(masked, LocalReply):
+                return masked
+            _set_delta_piece(delta, slot, masked)
+            keep = keep or bool(masked)
+        if "tool_calls" in delta:
+            keep = keep or any(len(call) > 2 or call.get("function", {}).get("arguments")
+                               for call in delta["tool_calls"] if isinstance(call, dict))
+        return keep
+
+    def _decide_released(
+        self, x: Exchange, g: Guardrail, slot: tuple[int, str, int], text: str,
+        findings: list[Finding],
+    ) -> str | LocalReply:
+        path = _slot_path(slot)
+        holder = {"text": text}
+        if self._record(x, g, "output", [(holder, "text", path)], text, findings):
+            x.metadata["refund"] = True
+            return LocalReply(GuardrailBlocked(
+                "the response was blocked by the workspace guardrail (sensitive data in the "
+                "answer); see the Matches feed for this request id"))
+        return holder["text"]
+
+    def _flush(
+        self, x: Exchange, g: Guardrail, streams: dict[tuple[int, str, int], Any],
+        event: SSEEvent,
+    ) -> Verdict:
+        """At [DONE]: release what is still held (a stream that ended without finish)."""
+        if g.mode == "observe":
+            return CONTINUE
+        extra = b""
+        for slot, hold in sorted(streams.items()):
+            if not hold.held:
+                continue
+            released, findings = hold.feed("", final=True)
+            masked = self._decide_released(x, g, slot, released, findings)
+            if isinstance(masked, LocalReply):
+                return masked
+            delta: dict[str, Any] = {}
+            _set_delta_piece(delta, slot, masked)
+            extra += encode_data(orjson.dumps(
+                {"object": "chat.completion.chunk",
+                 "choices": [{"index": slot[0], "delta": delta, "finish_reason": None}]}))
+        if extra:
+            event.raw = extra + event.raw
+        return CONTINUE
+
+    def on_complete(self, x: Exchange) -> None:
+        """Observe mode, streams: scan the assembled output once, record what it would do."""
+        guardrail: Guardrail | None = x.metadata.get("guardrail")
+        streams = x.metadata.get("streams")
+        if guardrail is None or guardrail.mode != "observe" or not streams:
+            return
+        texts = {_slot_path(slot): text for slot, text in streams.items()}
+        self._inspect(x, guardrail, "output", [(texts, path, path) for path in texts])
+
+    # ---- shared ----------------------------------------------------------------------
+
     def _inspect(self, x: Exchange, g: Guardrail, stage: Stage, slots: list[Slot]) -> bool:
         """Scan the slots; record evidence; mask in place. True when the exchange is blocked."""
+        found = [(slot, slot[0][slot[1]]) for slot in slots]
+        return self._record_many(
+            x, g, stage, [(slot, text, scan(text, self._detectors)) for slot, text in found])
+
+    def _record(self, x: Exchange, g: Guardrail, stage: Stage, slots: list[Slot], text: str,
+                findings: list[Finding]) -> bool:
+        return self._record_many(x, g, stage, [(slots[0], text, findings)])
+
+    def _record_many(
+        self, x: Exchange, g: Guardrail, stage: Stage,
+        scanned: list[tuple[Slot, str, list[Finding]]],
+    ) -> bool:
+        """Apply rules to findings: evidence, metrics, masks in place. True when blocked."""
         hits: list[tuple[Slot, str, Finding, Rule]] = []
-        for slot in slots:
-            text = slot[0][slot[1]]
-            for finding in scan(text, self._detectors):
+        for slot, text, findings in scanned:
+            for finding in findings:
                 rule = g.rule_for(finding.detector, finding.category, stage)
                 if rule is not None:
                     hits.append((slot, text, finding, rule))
@@ -157,7 +320,7 @@ class GuardrailFilter(Filter):
             slot[0][slot[1]] = text
             if stage == "input":
                 x.body_changed = True
-            else:
+            elif not x.stream:
                 x.response_changed = True
         return blocked
 

@@ -208,10 +208,17 @@ class RelayHandler:
             finally:
                 upstream.close()
         finally:
-            ctx.chain.on_complete(x)
-            if x.evidence:
-                # Durable before the answer leaves (group commit with other requests').
-                await ctx.store.append_events(x.evidence)
+            await self._finish(x)
+
+    async def _finish(self, x: Exchange) -> None:
+        """Once per exchange: on_complete, then its evidence committed (group commit with
+        other requests') before the answer's last byte leaves."""
+        if x.metadata.get("finished"):
+            return
+        x.metadata["finished"] = True
+        self.ctx.chain.on_complete(x)
+        if x.evidence:
+            await self.ctx.store.append_events(x.evidence)
 
     def _relay_whole(
         self, x: Exchange, upstream: aiohttp.ClientResponse, data: bytes, timing: Timing
@@ -292,6 +299,7 @@ class RelayHandler:
                 if isinstance(failure, UpstreamError):
                     metrics.upstream_errors.labels(failure.code).inc()
                 await response.write(encode_json(failure.body()))
+            await self._finish(x)
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             log.info("client left during stream %s", x.request_id)

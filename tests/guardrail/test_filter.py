@@ -112,8 +112,7 @@ async def test_output_is_masked_and_blocked(make_relay: RelayFactory, upstream: 
         assert caught.value.code == "guardrail_blocked"
         assert relay.services.metrics.tokens.get("refunded") > 0
         with pytest.raises(openai.BadRequestError) as refused:
-            await client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+            await client.completions.create(model="m", prompt="hi", stream=True)
         assert refused.value.code == "guardrail_stream_unsupported"
 
 
@@ -192,3 +191,76 @@ def test_the_strictest_matching_rule_wins() -> None:
     assert g.rule_for("email_address", "pii", "input").id == "block-mail"  # type: ignore[union-attr]
     assert g.rule_for("email_address", "pii", "output").id == "flag-all"  # type: ignore[union-attr]
     assert g.rule_for("us_ssn", "pii", "output").id == "flag-all"  # type: ignore[union-attr]
+
+
+async def _stream_chunks(relay: Relay, reply: str, chunks: int) -> list[dict[str, Any]]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            relay.base_url + "/chat/completions",
+            data=orjson.dumps({"model": "m", "stream": True,
+                               "messages": [{"role": "user", "content": "hi"}]}),
+            headers={**relay.headers(), "Content-Type": "application/json",
+                     "x-mock-reply": reply, "x-mock-chunks": str(chunks)},
+        ) as response:
+            body = await response.read()
+    return [orjson.loads(e[6:]) for e in body.split(b"\n\n") if e.startswith(b"data: {")]
+
+
+def _content(events: list[dict[str, Any]]) -> str:
+    return "".join(
+        (c.get("delta") or {}).get("content") or ""
+        for e in events for c in e.get("choices", []))
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 5, 1000])
+async def test_streamed_output_is_masked_whatever_the_split(
+    relay: Relay, chunks: int
+) -> None:
+    await _guardrail(relay, "enforce", [
+        {"id": "mask-mail", "detectors": ["email_address"], "action": "mask", "on": "output"}])
+    reply = f"Write to {EMAIL} today please."
+    events = await _stream_chunks(relay, reply, chunks)  # 1000: one character per chunk
+    assert _content(events) == "Write to [EMAIL_ADDRESS_1] today please."
+    for event in events:
+        piece = orjson.dumps(event).decode()
+        assert not any(EMAIL[:n] in piece for n in range(5, len(EMAIL) + 1))
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_a_block_mid_stream_ends_it_with_one_error_event(relay: Relay) -> None:
+    await _guardrail(relay, "enforce", [
+        {"id": "no-keys", "categories": ["secret"], "action": "block", "on": "output"}])
+    events = await _stream_chunks(relay, f"the key is {AWS_KEY} ok", 1000)
+    assert events[-1]["error"]["code"] == "guardrail_blocked"
+    assert AWS_KEY[:5] not in _content(events[:-1])
+    (event,) = await _events(relay)
+    assert (event["outcome"], event["location"]["stage"]) == ("blocked", "output")
+
+
+async def test_observe_streams_pass_untouched_and_are_recorded(relay: Relay) -> None:
+    await _guardrail(relay, "observe")
+    reply = f"Write to {EMAIL} today."
+    events = await _stream_chunks(relay, reply, 4)
+    assert _content(events) == reply
+    (event,) = await _events(relay)
+    assert (event["verdict"], event["outcome"], event["would_have"]) == ("mask", "flagged", True)
+    assert event["location"]["path"] == "choices[0].delta.content"
+
+
+async def test_streamed_tool_call_arguments_are_masked(relay: Relay) -> None:
+    await _guardrail(relay, "enforce", [
+        {"id": "mask-pii", "categories": ["pii"], "action": "mask", "on": "output"}])
+    async with _client(relay) as client:
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
+            tools=[{"type": "function", "function": {"name": "send", "parameters": {}}}],
+            extra_headers={"x-mock-tool-call": "send",
+                           "x-mock-tool-args": orjson.dumps({"to": EMAIL}).decode(),
+                           "x-mock-chunks": "7"})
+        arguments = ""
+        async for chunk in stream:
+            for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                arguments += (call.function and call.function.arguments) or ""
+    assert orjson.loads(arguments) == {"to": "[EMAIL_ADDRESS_1]"}
