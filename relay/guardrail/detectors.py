@@ -3,11 +3,30 @@
 A detector is data: literal anchors for the Aho-Corasick prefilter, a ``regex`` pattern,
 an optional validator by name, and its own positive/negative examples. The loader rejects
 anything it does not understand with the file, detector and field at fault.
+
+Fields of a ``[[detector]]`` table:
+
+``id`` (snake_case, unique), ``category`` (``pii`` / ``secret``), ``pattern`` (``regex``
+syntax; a named group ``value`` narrows the finding), ``anchors`` (lowercased literals for
+the Aho-Corasick pass), ``prefilter`` (optional), ``validator`` (a name from
+``validators.VALIDATORS``), ``confidence`` (0-1, default 0.5), ``exclude`` (values never
+reported), ``window`` (characters either side of a hit the pattern may see, default 256),
+``examples.positive`` / ``examples.negative``.
+
+``prefilter`` replaces ``anchors`` for values with no cheap literal (digit runs, hex groups,
+IBAN country codes): a case-sensitive Python ``re`` pattern run once, in C, over the
+normalised text; each match is a candidate region exactly like a merged anchor hit, and
+detectors with the same prefilter share one pass. A detector needs ``anchors`` or a
+``prefilter`` (or both). Keep prefilters cheap (start with a character class, no
+lookarounds) and loose: a value the prefilter misses is never found. Frequent single
+characters such as digits, ``:`` or ``-`` do not belong in ``anchors``: each hit costs a
+Python-level step, and a prefilter region covers a whole run at once.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +46,7 @@ _ALLOWED_KEYS = frozenset(
         "id",
         "category",
         "anchors",
+        "prefilter",
         "pattern",
         "validator",
         "confidence",
@@ -55,6 +75,7 @@ class Detector:
     examples_positive: tuple[str, ...]
     examples_negative: tuple[str, ...]
     source: Path
+    prefilter: re.Pattern[str] | None = None
 
 
 def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
@@ -78,6 +99,22 @@ def _parse_examples(
     return tuple(positive), tuple(negative)
 
 
+def _parse_prefilter(
+    raw: object, fail: Callable[[str, str], DetectorError]
+) -> re.Pattern[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise fail("prefilter", "must be a non-empty string")
+    try:
+        compiled = re.compile(raw)
+    except re.error as exc:
+        raise fail("prefilter", f"does not compile: {exc}") from None
+    if compiled.search("") is not None:
+        raise fail("prefilter", "must not match the empty string")
+    return compiled
+
+
 def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
     ident = raw.get("id")
     label = ident if isinstance(ident, str) and ident else f"#{index}"
@@ -93,8 +130,9 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
     category = raw.get("category")
     if category not in CATEGORIES:
         raise fail("category", f"must be one of {sorted(CATEGORIES)}, got {category!r}")
-    anchors = _str_list(raw.get("anchors"), fail, "anchors")
-    if not anchors or not all(anchors):
+    prefilter = _parse_prefilter(raw.get("prefilter"), fail)
+    anchors = _str_list(raw.get("anchors", [] if prefilter else None), fail, "anchors")
+    if not all(anchors) or not (anchors or prefilter):
         raise fail("anchors", "must be a non-empty list of non-empty strings")
     source = raw.get("pattern")
     if not isinstance(source, str) or not source:
@@ -123,6 +161,7 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         id=ident, category=category, anchors=tuple(anchors), pattern=pattern,
         validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
         window=window, examples_positive=positive, examples_negative=negative, source=path,
+        prefilter=prefilter,
     )  # fmt: skip
 
 
@@ -177,6 +216,14 @@ class DetectorSet:
         if by_anchor:
             self.automaton.make_automaton()
         self._empty = not by_anchor
+        by_prefilter: dict[tuple[str, int], tuple[re.Pattern[str], list[int]]] = {}
+        for index, det in enumerate(self.detectors):
+            if det.prefilter is not None:
+                key = (det.prefilter.pattern, det.prefilter.flags)
+                by_prefilter.setdefault(key, (det.prefilter, []))[1].append(index)
+        self.prefilters: tuple[tuple[re.Pattern[str], tuple[int, ...]], ...] = tuple(
+            (rx, tuple(owners)) for rx, owners in by_prefilter.values()
+        )
 
     def __len__(self) -> int:
         return len(self.detectors)
@@ -207,6 +254,19 @@ class DetectorSet:
             for index in owners:
                 hits.setdefault(index, []).extend(spans)
         return hits
+
+    def prefilter_hits(self, text: str, hits: dict[int, list[tuple[int, int]]]) -> None:
+        """Add each prefilter's match spans over ``text`` (normalised, not lowered) to ``hits``.
+
+        One C-level ``finditer`` per distinct prefilter, shared by every detector using it.
+        """
+        for rx, owners in self.prefilters:
+            spans = [m.span() for m in rx.finditer(text)]
+            if not spans:
+                continue
+            for index in owners:
+                existing = hits.get(index)
+                hits[index] = spans if existing is None else existing + spans
 
 
 @functools.lru_cache(maxsize=1)

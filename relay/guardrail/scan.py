@@ -149,6 +149,7 @@ def scan(text: str, detectors: DetectorSet) -> list[Finding]:
     if not norm:
         return []
     hits = detectors.anchor_hits(_lower_same_length(norm))
+    detectors.prefilter_hits(norm, hits)
     candidates: list[_Candidate] = []
     for det_index, det_hits in hits.items():
         candidates.extend(_confirm(detectors.detectors[det_index], norm, det_hits))

@@ -113,6 +113,26 @@ def phone_digits(value: str) -> bool:
     return 8 <= count <= 15
 
 
+def aba_checksum(value: str) -> bool:
+    """ABA routing number: nine digits, weights 3-7-1, sum divisible by 10, not all zeros."""
+    if len(value) != 9 or not value.isascii() or not value.isdigit() or value == "000000000":
+        return False
+    total = sum(w * (ord(ch) - 48) for w, ch in zip((3, 7, 1) * 3, value, strict=True))
+    return total % 10 == 0
+
+
+def nhs_mod11(value: str) -> bool:
+    """UK NHS number: ten digits (spaces or dashes allowed), modulus-11 check digit."""
+    digits = _strip_separators(value)
+    if len(digits) != 10 or not digits.isascii() or not digits.isdigit():
+        return False
+    total = sum((10 - i) * (ord(ch) - 48) for i, ch in enumerate(digits[:9]))
+    check = 11 - total % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == ord(digits[9]) - 48
+
+
 def shannon_entropy(value: str) -> float:
     """Shannon entropy in bits per character."""
     if not value:
@@ -149,4 +169,6 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {
     "phone_digits": phone_digits,
     "entropy": entropy,
     "jwt": jwt,
+    "aba_checksum": aba_checksum,
+    "nhs_mod11": nhs_mod11,
 }

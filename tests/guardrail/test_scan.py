@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -211,3 +212,45 @@ def test_anchor_hits_merge_touching_hits_into_regions() -> None:
     detectors = DetectorSet([digits, word])
     assert detectors.anchor_hits("a 123 b 45 key") == {0: [(2, 5), (8, 10)], 1: [(11, 14)]}
     assert found("a 123 b 45", detectors) == [("digits", "123"), ("digits", "45")]
+
+
+def test_prefilter_regions_keep_offsets_right() -> None:
+    text = "x" * 50 + " card 4111 1111 1111 1111, ssn 536-22-1234 and ip 203.0.113.42."
+    got = found(text)
+    assert got == [
+        ("payment_card_number", "4111 1111 1111 1111"),
+        ("us_ssn", "536-22-1234"),
+        ("ipv4_address", "203.0.113.42"),
+    ]
+
+
+def test_zero_width_chars_inside_a_card_number_are_found() -> None:
+    hidden = f"4111{ZWSP}1111{ZWJ}1111{BOM}1111"
+    text = f"pay with {hidden} today"
+    (finding,) = scan(text, default_detector_set())
+    assert finding.detector == "payment_card_number"
+    assert text[finding.start : finding.end] == hidden
+
+
+def test_fullwidth_digits_reach_the_digit_prefilter() -> None:
+    text = "ssn ５３６-２２-１２３４ end"  # noqa: RUF001
+    assert [d for d, _ in found(text)] == ["us_ssn"]
+
+
+def test_csv_commas_do_not_hide_numbers() -> None:
+    text = "a@example.com,645-375-1763,4711 7828 5674 6461,188-20-3523,10"
+    assert [d for d, _ in found(text)] == [
+        "email_address", "phone_nanp", "payment_card_number", "us_ssn"
+    ]
+
+
+def test_prefilter_detector_without_anchors() -> None:
+    det = Detector(
+        id="digits", category="pii", anchors=(), pattern=regex.compile(r"\d{6}"),
+        validator=None, confidence=0.5, exclude=frozenset(), window=4,
+        examples_positive=(), examples_negative=(), source=Path("t.toml"),
+        prefilter=re.compile(r"[0-9]{6}"),
+    )  # fmt: skip
+    text = "id 123456 and 654321"
+    results = scan(text, DetectorSet([det]))
+    assert [text[f.start : f.end] for f in results] == ["123456", "654321"]

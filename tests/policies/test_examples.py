@@ -89,6 +89,14 @@ def test_minimal_file_loads_with_defaults(tmp_path: Path) -> None:
     assert det.exclude == frozenset()
 
 
+def test_prefilter_replaces_anchors(tmp_path: Path) -> None:
+    _write(tmp_path, "pf.toml", GOOD.replace('anchors = ["demo_"]', "prefilter = 'demo_'"))
+    (det,) = load_detectors(tmp_path)
+    assert det.anchors == () and det.prefilter is not None
+    (finding,) = scan("x demo_abcdefgh y", DetectorSet([det]))
+    assert (finding.start, finding.end) == (2, 15)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "ident", "field"),
     [
@@ -103,6 +111,10 @@ def test_minimal_file_loads_with_defaults(tmp_path: Path) -> None:
         ('positive = ["demo_abcdefgh"]', 'positive = ["demo_abcdefgh"]\nmaybe = []',
          "demo_token", "examples.maybe"),
         ('id = "demo_token"\n', "", "#0", "id"),
+        ('anchors = ["demo_"]', "prefilter = 'demo_[a-z'", "demo_token", "prefilter"),
+        ('anchors = ["demo_"]', "prefilter = 'x*'", "demo_token", "prefilter"),
+        ('anchors = ["demo_"]', "prefilter = 3", "demo_token", "prefilter"),
+        ('anchors = ["demo_"]', "", "demo_token", "anchors"),
     ],
 )  # fmt: skip
 def test_loader_rejects_bad_field(
