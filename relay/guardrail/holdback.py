@@ -16,12 +16,14 @@ Rules of this file (sans-I/O, pure):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from relay.guardrail.scan import Finding
 
 _NUMBERISH = frozenset("0123456789+-().")
 _SPACE = frozenset(" \t\r\n")
+_PEM_END = re.compile(r"-----END [^\n-]*-----")
 
 
 def safe_cut(text: str, base: int) -> int:
@@ -41,7 +43,7 @@ def safe_cut(text: str, base: int) -> int:
         cut = start
     # A PEM block spans lines: hold from its BEGIN line until its END line arrives.
     begin = text.rfind("-----BEGIN", base)
-    if begin >= 0 and text.find("-----END", begin) < 0:
+    if begin >= 0 and not _PEM_END.search(text, begin):
         cut = min(cut, begin)
     return cut
 

@@ -68,3 +68,34 @@ def test_the_hold_is_bounded() -> None:
     hold = HoldBack(_scan, max_hold=100)
     released, _ = hold.feed("1 " * 200)
     assert len(hold.held) <= 100 and released
+
+
+def _first_value(detector_id: str, example: str) -> tuple[int, int] | None:
+    for finding in _scan(example):
+        if finding.detector == detector_id:
+            return finding.start, finding.end
+    return None
+
+
+CASES = [
+    (d.id, d.examples_positive[0]) for d in DETECTORS.detectors if d.examples_positive
+]
+
+
+@pytest.mark.parametrize(("detector", "example"), CASES, ids=[c[0] for c in CASES])
+def test_every_detector_survives_every_split_point(detector: str, example: str) -> None:
+    """Split each detector's first example at every point inside its value: the value is
+    released in one piece, never in part, and still found."""
+    span = _first_value(detector, example)
+    assert span is not None
+    start, end = span
+    for cut in range(start + 1, end):
+        hold = HoldBack(_scan)
+        position, boundaries, found = 0, [], []
+        for piece, final in ((example[:cut], False), (example[cut:], False), ("", True)):
+            text, findings = hold.feed(piece, final=final)
+            found += [(f.detector, position + f.start, position + f.end) for f in findings]
+            position += len(text)
+            boundaries.append(position)
+        assert not any(start < b < end for b in boundaries), (cut, boundaries)
+        assert any(d == detector and s <= start and end <= e for d, s, e in found), cut

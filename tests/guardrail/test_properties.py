@@ -1,0 +1,65 @@
+"""Properties of the scanner, masking and hold-back on arbitrary Unicode (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.guardrail.detectors import default_detector_set
+from relay.guardrail.holdback import HoldBack
+from relay.guardrail.scan import Finding, scan
+
+DETECTORS = default_detector_set()
+# Arbitrary text, salted with the characters values are made of and with the zero-width
+# and fullwidth forms obfuscation uses.
+TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8"),
+        st.sampled_from(list("0123456789@.-_ :/+=AKIaskxoxbghp\u200b\u200d\ufeff\uff10\uff21")),
+    ),
+    max_size=300,
+)
+
+
+def _scan(text: str) -> list[Finding]:
+    return scan(text, DETECTORS)
+
+
+def _mask(text: str) -> str:
+    for finding in sorted(_scan(text), key=lambda f: -f.start):
+        text = text[: finding.start] + f"[{finding.detector.upper()}]" + text[finding.end :]
+    return text
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_scan_never_crashes_and_offsets_are_valid(text: str) -> None:
+    findings = _scan(text)
+    previous_end = 0
+    for finding in sorted(findings, key=lambda f: f.start):
+        assert 0 <= finding.start < finding.end <= len(text)
+        assert finding.start >= previous_end  # overlaps were resolved
+        previous_end = finding.end
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT)
+def test_masking_is_idempotent(text: str) -> None:
+    once = _mask(text)
+    assert _mask(once) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT, st.lists(st.integers(min_value=0, max_value=300), max_size=6))
+def test_hold_back_releases_exactly_the_input(text: str, cuts: list[int]) -> None:
+    points = sorted({min(c, len(text)) for c in cuts})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    hold = HoldBack(_scan)
+    released = ""
+    for n, piece in enumerate(pieces):
+        out, findings = hold.feed(piece, final=n == len(pieces) - 1)
+        for finding in findings:
+            assert 0 <= finding.start < finding.end <= len(out)
+        released += out
+    assert released == text
+    assert hold.held == ""
