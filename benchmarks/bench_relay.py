@@ -91,15 +91,20 @@ TARGET_ADDED_P50_MS = 0.35
 TARGET_TTFB_DELTA_MS = 0.5
 TARGET_RSS_MB = 80.0
 
-DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO = (
-    "direct", "floor", "floor+uvloop", "relay+uvloop", "relay-asyncio",
+DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR = (
+    "direct", "floor", "floor+uvloop", "relay+uvloop", "relay-asyncio", "relay+guardrail",
 )  # fmt: skip
-ALL_TARGETS = (DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO)
+ALL_TARGETS = (DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR)
+# relay+guardrail: relay+uvloop with a workspace-default guardrail in enforce mode that
+# masks every detector's findings on input and output (every detector runs on every
+# request and answer).
+EVERY_DETECTOR_RULES = '[{"id": "all", "categories": ["pii", "secret"], "action": "mask"}]'
 # (relay, floor, which reading of the target it is)
 RATIO_PAIRS = (
     (RELAY_UV, FLOOR, "shipped relay vs the bare pass-through (the target's reading)"),
     (RELAY_UV, FLOOR_UV, "like for like, both on uvloop"),
     (RELAY_AIO, FLOOR, "like for like, both on asyncio"),
+    (RELAY_GR, FLOOR, "every detector on (guardrail masking, enforce) vs the bare pass-through"),
 )
 
 
@@ -355,7 +360,23 @@ def start_relay(procs: Processes, name: str, upstream: str, uvloop: bool, cpu: i
     key = relay_key(proc)
     for url in (f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{admin}/healthz"):
         wait_until(proc, url, functools.partial(http_ok, url))
+    if name == RELAY_GR:
+        add_guardrail(data_dir, proc)
     return Target(name, f"http://127.0.0.1:{port}", key, proc), f"http://127.0.0.1:{admin}"
+
+
+def add_guardrail(data_dir: str, proc: Proc) -> None:
+    """Give the relay's workspace a default guardrail with every detector on, and wait
+    until the relay has loaded it (its state refresh runs every 0.5 s)."""
+    workspace = re.search(r"workspace\s+(ws_[0-9a-f]+)", proc.stdout.read_text())
+    if workspace is None:
+        raise BenchError("cannot find the bootstrap workspace id in the relay's output")
+    subprocess.run(
+        [orca_relay(), "guardrail", "create", "--workspace", workspace.group(1), "--name",
+         "every-detector", "--mode", "enforce", "--default", "--rules", EVERY_DETECTOR_RULES,
+         "--data-dir", data_dir],
+        check=True, capture_output=True, timeout=60)
+    time.sleep(1.5)  # two refresh intervals: the relay reads guardrails on its own clock
 
 
 def orca_relay() -> str:
@@ -824,7 +845,7 @@ def latency_table(r: Report, one_core: bool = False) -> list[str]:
     lines = [f"Added p50 over direct at concurrency 1 (direct p50 {direct:.3f} ms; target "
              f"for the relay ≤ {TARGET_ADDED_P50_MS} ms):", "",
              "| target | p50 ms | added ms | verdict |", "|---|---:|---:|---|"]
-    for name in (FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO):
+    for name in (FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR):
         added = r.added_p50(name, one_core)
         mark = verdict(added <= TARGET_ADDED_P50_MS) if name.startswith("relay") else "reference"
         lines.append(f"| {name} | {r.med(name, 1, 'p50_ms', one_core):.3f} | {added:+.3f} | "
@@ -960,7 +981,7 @@ def summary(r: Report) -> str:
                 f"c={c} {r.ratio(relay, floor, c, one_core):.2f}" for c in concs))
         out.append(f"[{layout}] added p50 over direct, c=1: " + "  ".join(
             f"{n} {r.added_p50(n, one_core):+.3f} ms"
-            for n in (FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO)))
+            for n in (FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR)))
     out.append("TTFB ms: " + "  ".join(f"{n} {r.ttfb_med(n):.3f}" for n in ALL_TARGETS)
                + f"  (relay+uvloop - floor {r.ttfb_med(RELAY_UV) - r.ttfb_med(FLOOR):+.3f})")
     out.append(f"RSS MB: start {r.rss.start_mb:.1f}, after {r.rss.at_n[0]:,} "
@@ -1000,7 +1021,8 @@ def start_targets(procs: Processes, opts: Options) -> list[Target]:
                start_floor(procs, FLOOR, upstream, False, cpu),
                start_floor(procs, FLOOR_UV, upstream, True, cpu),
                start_relay(procs, RELAY_UV, upstream, True, cpu)[0],
-               start_relay(procs, RELAY_AIO, upstream, False, cpu)[0]]
+               start_relay(procs, RELAY_AIO, upstream, False, cpu)[0],
+               start_relay(procs, RELAY_GR, upstream, True, cpu)[0]]
     for target in targets:
         check_target(target)
     return targets

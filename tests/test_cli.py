@@ -105,3 +105,27 @@ def test_scan_reads_jsonl_and_writes_one_line_per_input() -> None:
     (hidden,) = out[2]["findings"]
     assert lines[2]["text"][hidden["start"] : hidden["end"]] == "a\u200bl\u200dice@example.com"
     assert out[3]["error"]["line"] == 4
+
+
+def test_guardrail_commands(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    ws = orjson.loads(run("workspace", "create", "acme", "--json", *d).stdout)["id"]
+    rules = '[{"id": "r1", "categories": ["secret"], "action": "block", "on": "input"}]'
+    made = orjson.loads(run("guardrail", "create", "--workspace", ws, "--name", "g",
+                            "--rules", rules, "--json", *d).stdout)
+    assert (made["mode"], made["is_default"], made["rules"][0]["on"]) == ("observe", False,
+                                                                          "input")
+    assert orjson.loads(run("guardrail", "set-mode", made["id"], "enforce", "--json",
+                            *d).stdout)["mode"] == "enforce"
+    assert orjson.loads(run("guardrail", "set-default", made["id"], "--json",
+                            *d).stdout)["is_default"] is True
+    listed = orjson.loads(run("guardrail", "list", "--workspace", ws, "--json", *d).stdout)
+    assert [g["id"] for g in listed["data"]] == [made["id"]]
+    key = orjson.loads(run("key", "create", "--workspace", ws, "--json", *d).stdout)
+    bound = orjson.loads(run("key", "set-guardrail", key["id"], made["id"], "--json",
+                             *d).stdout)
+    assert bound["guardrail_id"] == made["id"]
+    bad = run("guardrail", "create", "--workspace", ws, "--name", "g", "--rules",
+              '[{"id": "r", "detectors": ["nope"], "action": "flag"}]', *d)
+    assert bad.returncode == 1 and "unknown name 'nope'" in bad.stderr
+    assert run("key", "set-guardrail", key["id"], "gr_nope", *d).returncode == 1
