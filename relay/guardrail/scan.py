@@ -28,6 +28,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -43,11 +44,11 @@ class Finding:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    start: int  # normalised offsets until mapped back
-    end: int
-    detector: Detector
+# A candidate is (start, -length, -confidence, detector id, end, detector index): plain
+# tuples sort in exactly the overlap-resolution order with no key function.
+_Candidate = tuple[int, int, float, str, int, int]
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def normalise(text: str) -> tuple[str, list[int] | None]:
@@ -59,11 +60,16 @@ def normalise(text: str) -> tuple[str, list[int] | None]:
         return text, None
     out: list[str] = []
     index: list[int] = []
-    for i, ch in enumerate(text):
-        if ch.isascii():
-            out.append(ch)
-            index.append(i)
-            continue
+    pos = 0
+    # ASCII runs are copied as slices (they normalise to themselves); only the non-ASCII
+    # characters take the per-character path.
+    for match in _NON_ASCII.finditer(text):
+        i = match.start()
+        if i > pos:
+            out.append(text[pos:i])
+            index.extend(range(pos, i))
+        pos = i + 1
+        ch = text[i]
         if unicodedata.category(ch) == "Cf":
             continue
         norm = unicodedata.normalize("NFKC", ch)
@@ -71,6 +77,9 @@ def normalise(text: str) -> tuple[str, list[int] | None]:
             if unicodedata.category(piece) != "Cf":
                 out.append(piece)
                 index.append(i)
+    if pos < len(text):
+        out.append(text[pos:])
+        index.extend(range(pos, len(text)))
     return "".join(out), index
 
 
@@ -83,13 +92,26 @@ def _lower_same_length(text: str) -> str:
 
 
 def _windows(hits: list[tuple[int, int]], window: int, size: int) -> list[tuple[int, int]]:
+    """Merge ``window``-widened hits; ``hits`` must be sorted."""
     merged: list[tuple[int, int]] = []
-    for start, end in sorted(hits):
-        lo, hi = max(0, start - window), min(size, end + window)
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+    append = merged.append
+    cur_lo = cur_hi = -1
+    for start, end in hits:
+        lo = start - window
+        if lo < 0:
+            lo = 0
+        hi = end + window
+        if hi > size:
+            hi = size
+        if cur_hi >= 0 and lo <= cur_hi:
+            if hi > cur_hi:
+                cur_hi = hi
         else:
-            merged.append((lo, hi))
+            if cur_hi >= 0:
+                append((cur_lo, cur_hi))
+            cur_lo, cur_hi = lo, hi
+    if cur_hi >= 0:
+        append((cur_lo, cur_hi))
     return merged
 
 
@@ -106,40 +128,62 @@ def _touches_anchor(
     return False
 
 
-def _confirm(det: Detector, text: str, hits: list[tuple[int, int]]) -> list[_Candidate]:
-    hits = sorted(hits)
-    starts = [s for s, _ in hits]
-    longest = max(e - s for s, e in hits)
+class _Hits:
+    """One sorted hit list with its start offsets, longest hit and widened windows."""
+
+    __slots__ = ("hits", "longest", "starts", "windows")
+
+    def __init__(self, hits: list[tuple[int, int]]) -> None:
+        self.hits = sorted(hits)
+        self.starts: list[int] = []  # filled by touches() on first use
+        self.longest = 0
+        self.windows: dict[int, list[tuple[int, int]]] = {}
+
+    def touches(self, lo: int, hi: int) -> bool:
+        """Whether [lo, hi) overlaps one of the hits."""
+        if not self.starts:
+            self.starts = [s for s, _ in self.hits]
+            self.longest = max(e - s for s, e in self.hits)
+        return _touches_anchor(self.starts, self.hits, self.longest, lo, hi)
+
+
+def _confirm(
+    det: Detector, det_index: int, text: str, prepared: _Hits, found: list[_Candidate]
+) -> None:
+    windows = prepared.windows.get(det.window)
+    if windows is None:
+        windows = prepared.windows[det.window] = _windows(prepared.hits, det.window, len(text))
+    touches = prepared.touches
     has_value = "value" in det.pattern.groupindex
-    found: list[_Candidate] = []
-    for lo, hi in _windows(hits, det.window, len(text)):
-        for match in det.pattern.finditer(text, pos=lo, endpos=hi):
-            if not _touches_anchor(starts, hits, longest, match.start(), match.end()):
+    exclude, validator = det.exclude, det.validator
+    neg_confidence, ident = -det.confidence, det.id
+    finditer = det.pattern.finditer
+    for lo, hi in windows:
+        for match in finditer(text, lo, hi):
+            m_start, m_end = match.span()
+            if not touches(m_start, m_end):
                 continue
-            start, end = match.span("value") if has_value else match.span()
+            start, end = match.span("value") if has_value else (m_start, m_end)
             if start < 0 or start >= end:
                 continue
-            value = text[start:end]
-            if value in det.exclude:
-                continue
-            if det.validator is not None and not det.validator(value):
-                continue
-            found.append(_Candidate(start, end, det))
-    return found
+            if exclude or validator is not None:
+                value = text[start:end]
+                if value in exclude:
+                    continue
+                if validator is not None and not validator(value):
+                    continue
+            found.append((start, start - end, neg_confidence, ident, end, det_index))
 
 
 def _resolve(candidates: list[_Candidate]) -> list[_Candidate]:
-    ordered = sorted(
-        candidates,
-        key=lambda c: (c.start, -(c.end - c.start), -c.detector.confidence, c.detector.id),
-    )
+    candidates.sort()
     kept: list[_Candidate] = []
     kept_end = -1
-    for cand in ordered:
-        if cand.start < kept_end:
+    for cand in candidates:
+        if cand[0] < kept_end:
             continue
         kept.append(cand)
-        kept_end = cand.end
+        kept_end = cand[4]
     return kept
 
 
@@ -150,14 +194,22 @@ def scan(text: str, detectors: DetectorSet) -> list[Finding]:
         return []
     hits = detectors.anchor_hits(_lower_same_length(norm))
     detectors.prefilter_hits(norm, hits)
+    if not hits:
+        return []
+    # Detectors sharing one hit list (e.g. every detector of one prefilter) share its
+    # sorting and, per window size, its merged windows.
+    prepared: dict[int, _Hits] = {}
     candidates: list[_Candidate] = []
+    all_detectors = detectors.detectors
     for det_index, det_hits in hits.items():
-        candidates.extend(_confirm(detectors.detectors[det_index], norm, det_hits))
+        shared = prepared.get(id(det_hits))
+        if shared is None:
+            shared = prepared[id(det_hits)] = _Hits(det_hits)
+        _confirm(all_detectors[det_index], det_index, norm, shared, candidates)
     findings: list[Finding] = []
-    for cand in _resolve(candidates):
-        if index is None:
-            start, end = cand.start, cand.end
-        else:
-            start, end = index[cand.start], index[cand.end - 1] + 1
-        findings.append(Finding(cand.detector.id, cand.detector.category, start, end))
+    for start, _, _, _, end, det_index in _resolve(candidates):
+        det = all_detectors[det_index]
+        if index is not None:
+            start, end = index[start], index[end - 1] + 1
+        findings.append(Finding(det.id, det.category, start, end))
     return findings

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -254,3 +255,52 @@ def test_prefilter_detector_without_anchors() -> None:
     text = "id 123456 and 654321"
     results = scan(text, DetectorSet([det]))
     assert [text[f.start : f.end] for f in results] == ["123456", "654321"]
+
+
+def _prefiltered(ident: str, pattern: str, window: int, anchors: tuple[str, ...] = ()) -> Detector:
+    return Detector(
+        id=ident, category="pii", anchors=anchors, pattern=regex.compile(pattern),
+        validator=None, confidence=0.5, exclude=frozenset(), window=window,
+        examples_positive=(), examples_negative=(), source=Path("t.toml"),
+        prefilter=re.compile(r"[0-9]{6}"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("narrow_first", [True, False])
+def test_shared_prefilter_keeps_each_detectors_own_window(narrow_first: bool) -> None:
+    # Both detectors share one prefilter hit list; each must still see only its own window.
+    narrow = _prefiltered("narrow", r"\d+ ?x?", 0)
+    wide = _prefiltered("wide", r"\d+ ?x?y?", 2)
+    text = "ab 123456 xyz"
+    assert found(text, DetectorSet([narrow])) == [("narrow", "123456")]
+    assert found(text, DetectorSet([wide])) == [("wide", "123456 x")]
+    both = [narrow, wide] if narrow_first else [wide, narrow]
+    assert found(text, DetectorSet(both)) == [("wide", "123456 x")]
+
+
+def test_anchor_and_prefilter_hits_of_one_detector_combine() -> None:
+    det = _prefiltered("mixed", r"key|\d{6}", 0, anchors=("key",))
+    text = "123456 key 654321 key"
+    assert found(text, DetectorSet([det])) == [
+        ("mixed", "123456"), ("mixed", "key"), ("mixed", "654321"), ("mixed", "key")
+    ]  # fmt: skip
+
+
+def _normalise_per_character(text: str) -> tuple[str, list[int]]:
+    out: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        for piece in unicodedata.normalize("NFKC", ch):
+            if unicodedata.category(piece) != "Cf":
+                out.append(piece)
+                index.append(i)
+    return "".join(out), index
+
+
+@pytest.mark.parametrize("text", TRICKY, ids=range(len(TRICKY)))
+def test_normalise_matches_the_per_character_definition(text: str) -> None:
+    norm, index = normalise(text)
+    if index is None:
+        assert text.isascii() and norm == text
+    else:
+        assert (norm, index) == _normalise_per_character(text)
