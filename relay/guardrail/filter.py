@@ -228,7 +228,7 @@ class GuardrailFilter(Filter):
     ) -> str | LocalReply:
         path = _slot_path(slot)
         holder = {"text": text}
-        if self._record(x, g, "output", [(holder, "text", path)], text, findings):
+        if self._record_many(x, g, "output", [((holder, "text", path), text, findings)]):
             x.metadata["refund"] = True
             return LocalReply(GuardrailBlocked(
                 "the response was blocked by the workspace guardrail (sensitive data in the "
@@ -275,10 +275,6 @@ class GuardrailFilter(Filter):
         found = [(slot, slot[0][slot[1]]) for slot in slots]
         return self._record_many(
             x, g, stage, [(slot, text, scan(text, self._detectors)) for slot, text in found])
-
-    def _record(self, x: Exchange, g: Guardrail, stage: Stage, slots: list[Slot], text: str,
-                findings: list[Finding]) -> bool:
-        return self._record_many(x, g, stage, [(slots[0], text, findings)])
 
     def _record_many(
         self, x: Exchange, g: Guardrail, stage: Stage,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store import sqlite_evidence as ev
+from relay.store import sqlite_keys as kq
 from relay.store.base import (
     Conflict,
     GuardrailRecord,
@@ -47,10 +48,6 @@ log = logging.getLogger("orca.store")
 BATCH_LIMIT = 4096
 BUSY_TIMEOUT_MS = 10_000
 
-_KEY_COLUMNS = (
-    "id, workspace_id, name, key_hash, prefix, created_at, revoked_at, "
-    "quota_tokens, quota_period, guardrail_id"
-)
 
 Job = Callable[[sqlite3.Connection], Any]
 
@@ -84,9 +81,6 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
-
-def _row_key(row: tuple[Any, ...]) -> RelayKey:
-    return RelayKey(*row)
 
 
 class SQLiteStore:
@@ -248,10 +242,6 @@ class SQLiteStore:
 
     # ---- reads and writes ------------------------------------------------------------
 
-    @staticmethod
-    def _bump_state(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'state_version'")
-
     async def schema_version(self) -> int:
         row = await self._read(
             lambda c: c.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
@@ -276,7 +266,7 @@ class SQLiteStore:
                 "INSERT INTO workspaces (id, name, plan, created_at) VALUES (?, ?, ?, ?)",
                 (ws.id, ws.name, ws.plan, ws.created_at),
             )
-            self._bump_state(conn)
+            ev.bump_state(conn)
             return ws
 
         return await self._write(job)
@@ -338,78 +328,22 @@ class SQLiteStore:
         return [(r[0], r[1]) for r in rows]
 
     async def create_key(self, key: RelayKey) -> RelayKey:
-        def job(conn: sqlite3.Connection) -> RelayKey:
-            conn.execute(
-                f"INSERT INTO relay_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key.id,
-                    key.workspace_id,
-                    key.name,
-                    key.key_hash,
-                    key.prefix,
-                    key.created_at,
-                    key.revoked_at,
-                    key.quota_tokens,
-                    key.quota_period,
-                    key.guardrail_id,
-                ),
-            )
-            self._bump_state(conn)
-            return key
-
-        return await self._write(job)
+        return await self._write(lambda c: kq.insert_key(c, key))
 
     async def get_key(self, key_id: str) -> RelayKey | None:
-        row = await self._read(
-            lambda c: c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM relay_keys WHERE id = ?", (key_id,)
-            ).fetchone()
-        )
-        return _row_key(row) if row else None
+        return await self._read(lambda c: kq.select_key(c, key_id))
 
     async def list_keys(self, workspace_id: str) -> list[RelayKey]:
-        rows = await self._read(
-            lambda c: c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM relay_keys WHERE workspace_id = ? "
-                "ORDER BY created_at, id",
-                (workspace_id,),
-            ).fetchall()
-        )
-        return [_row_key(r) for r in rows]
+        return await self._read(lambda c: kq.select_keys(c, workspace_id=workspace_id))
 
     async def revoke_key(self, key_id: str) -> RelayKey | None:
-        def job(conn: sqlite3.Connection) -> RelayKey | None:
-            conn.execute(
-                "UPDATE relay_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (rfc3339(utc_now()), key_id),
-            )
-            self._bump_state(conn)
-            row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM relay_keys WHERE id = ?", (key_id,)
-            ).fetchone()
-            return _row_key(row) if row else None
-
-        return await self._write(job)
+        return await self._write(lambda c: kq.revoke_key(c, key_id))
 
     async def active_keys(self) -> list[RelayKey]:
-        rows = await self._read(
-            lambda c: c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM relay_keys WHERE revoked_at IS NULL"
-            ).fetchall()
-        )
-        return [_row_key(r) for r in rows]
+        return await self._read(lambda c: kq.select_keys(c))
 
     async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
-        rows = [(d.key_id, d.period, d.tokens) for d in deltas]
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO usage (key_id, period, tokens) VALUES (?, ?, ?) "
-                "ON CONFLICT (key_id, period) DO UPDATE SET tokens = tokens + excluded.tokens",
-                rows,
-            )
-
-        await self._write(job)
+        await self._write(lambda c: kq.add_usage(c, deltas))
 
     async def create_guardrail(self, record: GuardrailRecord) -> GuardrailRecord:
         return await self._write(lambda c: ev.insert_guardrail(c, record))
@@ -446,14 +380,4 @@ class SQLiteStore:
 
     async def usage(self, buckets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         wanted = list(buckets)
-
-        def job(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-            found: dict[tuple[str, str], int] = {}
-            for key_id, period in wanted:
-                row = conn.execute(
-                    "SELECT tokens FROM usage WHERE key_id = ? AND period = ?", (key_id, period)
-                ).fetchone()
-                found[(key_id, period)] = int(row[0]) if row else 0
-            return found
-
-        return await self._read(job)
+        return await self._read(lambda c: kq.select_usage(c, wanted))
