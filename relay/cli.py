@@ -242,6 +242,11 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="store URL (ORCA_DATABASE_URL, default SQLite)")
 
 
+def _json_and_store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _store_options(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orca-relay",
@@ -269,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ws.add_parser("create", help="create a workspace", description="Create a workspace.")
     p.add_argument("name")
     p.add_argument("--plan", choices=PLANS, default="free")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    _store_options(p)
+    _json_and_store_options(p)
     p.set_defaults(func=cmd_workspace_create)
 
     us = sub.add_parser("user", help="manage users").add_subparsers(
@@ -282,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", required=True, metavar="ID")
     p.add_argument("--role", choices=ROLES, required=True)
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    _store_options(p)
+    _json_and_store_options(p)
     p.set_defaults(func=cmd_user_create)
 
     ks = sub.add_parser("key", help="manage relay keys").add_subparsers(
@@ -294,28 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="default")
     p.add_argument("--quota-tokens", type=int, metavar="N", help="token quota per period")
     p.add_argument("--quota-period", choices=QUOTA_PERIODS)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    _store_options(p)
+    _json_and_store_options(p)
     p.set_defaults(func=cmd_key_create)
     p = ks.add_parser("list", help="list a workspace's relay keys",
                       description="List relay keys (never their secrets).")
     p.add_argument("--workspace", required=True, metavar="ID")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    _store_options(p)
+    _json_and_store_options(p)
     p.set_defaults(func=cmd_key_list)
     p = ks.add_parser("revoke", help="revoke a relay key",
                       description="Revoke a relay key; relays refuse it within a second.")
     p.add_argument("key_id", metavar="KEY_ID")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    _store_options(p)
+    _json_and_store_options(p)
     p.set_defaults(func=cmd_key_revoke)
     p = ks.add_parser("set-guardrail", help="give a key its own guardrail (or none)",
                       description="Override the workspace default guardrail for one key; "
                       "'none' returns the key to the workspace default.")
     p.add_argument("key_id", metavar="KEY_ID")
     p.add_argument("guardrail_id", metavar="GUARDRAIL_ID|none")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    _store_options(p)
+    _json_and_store_options(p)
     p.set_defaults(func=cmd_key_set_guardrail)
 
     from relay.guardrail.commands import add_commands as add_guardrail_commands

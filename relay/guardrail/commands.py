@@ -87,6 +87,10 @@ def add_commands(
     sub: Any, store_options: Callable[[argparse.ArgumentParser], None],
     bind: Callable[[Callable[[argparse.Namespace, StoreRunner], int]], Any],
 ) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        store_options(p)
+
     group = sub.add_parser("guardrail", help="manage guardrails").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     p = group.add_parser("create", help="create a guardrail",
@@ -98,25 +102,21 @@ def add_commands(
     p.add_argument("--rules", required=True, metavar="JSON|@FILE")
     p.add_argument("--mode", choices=MODES, default="observe")
     p.add_argument("--default", action="store_true", help="keys without an override use it")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    store_options(p)
+    common(p)
     p.set_defaults(func=bind(run_create))
     p = group.add_parser("list", help="list a workspace's guardrails",
                          description="List a workspace's guardrails.")
     p.add_argument("--workspace", required=True, metavar="ID")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    store_options(p)
+    common(p)
     p.set_defaults(func=bind(run_list))
     p = group.add_parser("set-mode", help="switch observe / enforce",
                          description="Switch a guardrail between observe and enforce.")
     p.add_argument("guardrail_id", metavar="GUARDRAIL_ID")
     p.add_argument("mode", choices=MODES)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    store_options(p)
+    common(p)
     p.set_defaults(func=bind(run_update))
     p = group.add_parser("set-default", help="make it the workspace default",
                          description="Make a guardrail the default that keys inherit.")
     p.add_argument("guardrail_id", metavar="GUARDRAIL_ID")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    store_options(p)
+    common(p)
     p.set_defaults(func=bind(run_update), make_default=True)
