@@ -347,9 +347,10 @@ def start_floor(procs: Processes, name: str, upstream: str, uvloop: bool, cpu: i
     return Target(name, f"http://127.0.0.1:{port}", "", proc)
 
 
-def start_relay(procs: Processes, name: str, upstream: str, uvloop: bool, cpu: int
-                ) -> tuple[Target, str]:
-    """A relay on a fresh data dir; returns the target and its admin base URL."""
+def start_relay(procs: Processes, name: str, upstream: str, uvloop: bool, cpu: int,
+                prepare: Callable[[str, Proc], None] | None = None) -> tuple[Target, str]:
+    """A relay on a fresh data dir; returns the target and its admin base URL.
+    `prepare(data_dir, proc)` runs once the relay answers (e.g. to add controls)."""
     port, admin = free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="orca-bench-data-", dir=procs.workdir)
     env = {"ORCA_UPSTREAM_URL": upstream, "ORCA_RELAY_LISTEN": f"127.0.0.1:{port}",
@@ -362,6 +363,8 @@ def start_relay(procs: Processes, name: str, upstream: str, uvloop: bool, cpu: i
         wait_until(proc, url, functools.partial(http_ok, url))
     if name == RELAY_GR:
         add_guardrail(data_dir, proc)
+    if prepare is not None:
+        prepare(data_dir, proc)
     return Target(name, f"http://127.0.0.1:{port}", key, proc), f"http://127.0.0.1:{admin}"
 
 

@@ -15,16 +15,12 @@ from typing import Any, TypeVar
 import orjson
 
 from relay import __version__
+from relay.cliutil import CommandError, emit
 from relay.config import ConfigError, Settings, load_settings
-from relay.guardrail.commands import GuardrailCommandError
 from relay.store.base import PLANS, QUOTA_PERIODS, ROLES, RelayKey, Store, StoreError, open_store
 
 T = TypeVar("T")
 EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A command could not do what was asked; the message says why (exit 1)."""
 
 
 def configure_logging(level: str) -> None:
@@ -52,13 +48,6 @@ def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]
             await store.close()
 
     return asyncio.run(run())
-
-
-def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    if getattr(args, "json", False):
-        sys.stdout.write(orjson.dumps(obj).decode() + "\n")
-    else:
-        sys.stdout.write(text + "\n")
 
 
 def key_view(key: RelayKey) -> dict[str, Any]:
@@ -94,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_workspace_create(args: argparse.Namespace) -> int:
     ws = _with_store(args, lambda s: s.create_workspace(args.name, args.plan))
-    _emit(args, {"id": ws.id, "name": ws.name, "plan": ws.plan},
+    emit(args, {"id": ws.id, "name": ws.name, "plan": ws.plan},
           f"created workspace {ws.id} ({ws.name}, plan {ws.plan})")
     return 0
 
@@ -118,7 +107,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     if generated:
         out["password"] = password
         text += f"\n  password (shown once): {password}"
-    _emit(args, out, text)
+    emit(args, out, text)
     return 0
 
 
@@ -139,7 +128,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
         return await store.create_key(record)
 
     key = _with_store(args, action)
-    _emit(args, {**key_view(key), "key": secret},
+    emit(args, {**key_view(key), "key": secret},
           f"created relay key {key.id} in {key.workspace_id}\n  {secret}   (shown once)")
     return 0
 
@@ -147,7 +136,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 def cmd_key_list(args: argparse.Namespace) -> int:
     keys = _with_store(args, lambda s: s.list_keys(args.workspace))
     if args.json:
-        _emit(args, {"data": [key_view(k) for k in keys]}, "")
+        emit(args, {"data": [key_view(k) for k in keys]}, "")
         return 0
     for k in keys:
         state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
@@ -160,7 +149,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
     key = _with_store(args, lambda s: s.revoke_key(args.key_id))
     if key is None:
         raise CommandError(f"no relay key {args.key_id}")
-    _emit(args, key_view(key), f"revoked {key.id} at {key.revoked_at}")
+    emit(args, key_view(key), f"revoked {key.id} at {key.revoked_at}")
     return 0
 
 
@@ -217,7 +206,7 @@ def cmd_key_set_guardrail(args: argparse.Namespace) -> int:
         return updated
 
     key = _with_store(args, action)
-    _emit(args, key_view(key), f"{key.id}: guardrail {key.guardrail_id or 'workspace default'}")
+    emit(args, key_view(key), f"{key.id}: guardrail {key.guardrail_id or 'workspace default'}")
     return 0
 
 
@@ -225,7 +214,7 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from relay.testing import MockConfig, run_mock_upstream
 
     config = MockConfig(chunks=args.chunks, chunk_delay=args.chunk_delay_ms / 1000,
-                        reply=args.reply, fault=args.fault)
+                        reply=args.reply, fault=args.fault, tool_calls=args.tool_calls)
     try:
         asyncio.run(run_mock_upstream(args.host, args.port, config))
     except KeyboardInterrupt:
@@ -317,9 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     _json_and_store_options(p)
     p.set_defaults(func=cmd_key_set_guardrail)
 
+    from relay.firewall.commands import add_commands as add_firewall_commands
     from relay.guardrail.commands import add_commands as add_guardrail_commands
 
     add_guardrail_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
+    add_firewall_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
 
     p = sub.add_parser("scan", help="find PII and secrets in JSONL text on stdin",
                        description='Read JSONL on stdin ({"text": ...} per line) and write '
@@ -339,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-delay-ms", type=float, default=0.0)
     p.add_argument("--reply", help="fixed assistant reply (default: echo the user)")
     p.add_argument("--fault", help="slow:S | status:CODE | garbage | drop:N | stall:N")
+    p.add_argument("--tool-calls", metavar="JSON",
+                   help='answer chats with these calls: [{"name": N, "arguments": "{…}"}]')
     p.set_defaults(func=cmd_mock_upstream)
     return parser
 
@@ -353,6 +346,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"orca-relay: configuration error: {exc}\n")
         return EXIT_USAGE
-    except (CommandError, StoreError, GuardrailCommandError) as exc:
+    except (CommandError, StoreError) as exc:
         sys.stderr.write(f"orca-relay: {exc}\n")
         return 1

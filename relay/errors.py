@@ -9,6 +9,7 @@ exception classes with our `code` set.
     │   ├── AuthenticationFailed    401 invalid_api_key
     │   ├── QuotaExceeded           429 quota_exceeded
     │   ├── GuardrailBlocked        400 guardrail_blocked
+    │   ├── FirewallBlocked         400 firewall_blocked
     │   ├── NotFound                404 not_found / route_not_found
     │   └── MethodNotAllowed        405 method_not_allowed
     ├── UpstreamError               the provider's fault
@@ -81,6 +82,10 @@ class QuotaExceeded(ClientError):
 
 class GuardrailBlocked(ClientError):
     code = "guardrail_blocked"
+
+
+class FirewallBlocked(ClientError):
+    code = "firewall_blocked"
 
 
 class NotFound(ClientError):

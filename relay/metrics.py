@@ -157,6 +157,10 @@ class RelayMetrics:
             "orca_relay_guardrail_findings_total",
             "Guardrail findings a rule covered, by category, the rule's verdict, the outcome "
             "applied and the guardrail's mode.", ("category", "verdict", "outcome", "mode"))
+        self.firewall_decisions = Counter(
+            "orca_relay_firewall_decisions_total",
+            "Firewall decisions, by the policy's verdict, the outcome applied and the "
+            "policy's mode.", ("verdict", "outcome", "mode"))
         self.quota_rejections = Counter(
             "orca_relay_quota_rejections_total", "Requests refused with 429 quota_exceeded.")
         self.upstream_errors = Counter(

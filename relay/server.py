@@ -29,6 +29,7 @@ from aiohttp import web
 from relay.accounts import BootstrapResult, bootstrap_if_empty
 from relay.compliance.signing import ensure_signing_key
 from relay.config import Settings, parse_listen
+from relay.firewall.filter import FirewallFilter
 from relay.guardrail.detectors import DetectorSet, default_detector_set
 from relay.guardrail.filter import GuardrailFilter
 from relay.metrics import SNAPSHOT_DIR_ENV as METRICS_DIR_ENV
@@ -54,9 +55,14 @@ class Services:
 
 
 def build_chain(access: AccessControl, metrics: RelayMetrics, detectors: DetectorSet) -> Chain:
-    """The one place the order of controls is decided (decode order; encode is reversed):
-    quota first (a refused request costs no scan), then the guardrail."""
-    return Chain([MeteringFilter(access, metrics), GuardrailFilter(access, detectors, metrics)])
+    """The one place the order of controls is decided. Requests: quota first (a refused
+    request costs no scan), then the firewall, then the guardrail. Answers: the firewall
+    first as well, so it decides on what the upstream sent before the guardrail masks
+    it and its deny wins (API.md), then the guardrail, then metering."""
+    metering = MeteringFilter(access, metrics)
+    firewall = FirewallFilter(access, detectors, metrics)
+    guardrail = GuardrailFilter(access, detectors, metrics)
+    return Chain([metering, firewall, guardrail], encode_order=[firewall, guardrail, metering])
 
 
 @contextlib.asynccontextmanager

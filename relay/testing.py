@@ -12,6 +12,7 @@ headers, which the relay forwards like any other client header:
   x-mock-chunk-delay-ms: MS   pause between streamed chunks
   x-mock-tool-call: NAME      answer with a call to tool NAME ...
   x-mock-tool-args: JSON      ... with these arguments (default {})
+  x-mock-tool-calls: JSON     answer with several calls: [{"name": N, "arguments": "..."}]
   x-mock-fault: FAULT         slow:SECONDS | status:CODE | garbage | drop:N | stall:N
     slow     wait before answering        status   an OpenAI error body with that status
     garbage  200 with a body that is not JSON (or not SSE, for streams)
@@ -43,6 +44,7 @@ class MockConfig:
     chunk_delay: float = 0.0
     tool_call: str | None = None
     tool_args: str = "{}"
+    tool_calls: str | None = None  # JSON list of {"name", "arguments"}: several calls
     fault: str | None = None
 
 
@@ -117,6 +119,8 @@ class MockUpstream:
             changes["tool_call"] = h["x-mock-tool-call"]
         if "x-mock-tool-args" in h:
             changes["tool_args"] = h["x-mock-tool-args"]
+        if "x-mock-tool-calls" in h:
+            changes["tool_calls"] = h["x-mock-tool-calls"]
         if "x-mock-fault" in h:
             changes["fault"] = h["x-mock-fault"]
         return replace(self.config, **changes)
@@ -154,14 +158,16 @@ class MockUpstream:
             return early
         text = cfg.reply if cfg.reply is not None else _echo(body)
         prompt_tokens = _count_tokens(body.get("messages"))
-        tool = _tool_name(body, cfg)
+        calls = _tool_calls(body, cfg)
+        tool = calls[0][0] if calls else None
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = _chat_stream_events(body, text, tool, cfg, prompt_tokens, include_usage)
+            events = _chat_stream_events(body, text, calls, cfg, prompt_tokens, include_usage)
             return await self._stream(request, events, cfg)
         message: dict[str, Any] = {"role": "assistant", "content": None if tool else text}
-        if tool:
-            message["tool_calls"] = [_tool_call(tool, cfg.tool_args)]
+        if calls:
+            message["tool_calls"] = [_tool_call(name, args, i) for i, (name, args)
+                                     in enumerate(calls)]
         completion_tokens = _words(text) if not tool else 5
         payload = {
             "id": "chatcmpl-mock",
@@ -311,17 +317,21 @@ def _echo(body: dict[str, Any]) -> str:
     return "Hello from the mock upstream."
 
 
-def _tool_name(body: dict[str, Any], cfg: MockConfig) -> str | None:
+def _tool_calls(body: dict[str, Any], cfg: MockConfig) -> list[tuple[str, str]]:
+    """(name, arguments) of each call the answer makes; [] for a text answer."""
+    if cfg.tool_calls:
+        return [(str(c["name"]), str(c.get("arguments", "{}")))
+                for c in orjson.loads(cfg.tool_calls)]
     if cfg.tool_call:
-        return cfg.tool_call
+        return [(cfg.tool_call, cfg.tool_args)]
     if body.get("tools") and body.get("tool_choice") == "required":
         tool = body["tools"][0]
-        return str(tool.get("function", {}).get("name", "tool"))
-    return None
+        return [(str(tool.get("function", {}).get("name", "tool")), cfg.tool_args)]
+    return []
 
 
-def _tool_call(name: str, arguments: str) -> dict[str, Any]:
-    return {"id": "call_mock", "type": "function",
+def _tool_call(name: str, arguments: str, index: int = 0) -> dict[str, Any]:
+    return {"id": f"call_mock_{index}", "type": "function",
             "function": {"name": name, "arguments": arguments}}
 
 
@@ -336,7 +346,7 @@ def _pieces(text: str, chunks: int) -> list[str]:
 def _chat_stream_events(
     body: dict[str, Any],
     text: str,
-    tool: str | None,
+    calls: list[tuple[str, str]],
     cfg: MockConfig,
     prompt_tokens: int,
     include_usage: bool,
@@ -350,13 +360,15 @@ def _chat_stream_events(
         return orjson.dumps({**base, "choices": [{"index": 0, "delta": delta,
                                                   "finish_reason": finish}]})
 
+    tool = calls[0][0] if calls else None
     events = [chunk({"role": "assistant", "content": "" if not tool else None})]
-    if tool:
-        call = _tool_call(tool, "")
-        events.append(chunk({"tool_calls": [{"index": 0, **call}]}))
-        for piece in _pieces(cfg.tool_args, cfg.chunks or 3):
-            events.append(chunk({"tool_calls": [{"index": 0,
-                                                 "function": {"arguments": piece}}]}))
+    if calls:
+        for index, (name, arguments) in enumerate(calls):
+            events.append(chunk({"tool_calls": [{"index": index,
+                                                 **_tool_call(name, "", index)}]}))
+            for piece in _pieces(arguments, cfg.chunks or 3):
+                events.append(chunk({"tool_calls": [{"index": index,
+                                                     "function": {"arguments": piece}}]}))
         events.append(chunk({}, "tool_calls"))
     else:
         events.extend(chunk({"content": piece}) for piece in _pieces(text, cfg.chunks))

@@ -21,7 +21,13 @@ from relay.accounts import BootstrapResult
 from relay.config import Settings, load_settings
 from relay.proxy.access import new_relay_key
 from relay.server import Services, build_admin_app, build_relay_app, open_services, prepare_state
-from relay.store.base import QuotaPeriod
+from relay.store.base import (
+    FirewallPolicyRecord,
+    GuardrailRecord,
+    QuotaPeriod,
+    new_id,
+    rfc3339_now,
+)
 from relay.store.sqlite import SQLiteStore
 from relay.testing import MockConfig, MockUpstream
 
@@ -72,6 +78,26 @@ class Relay:
         await self.services.store.create_key(record)
         await self.services.access.refresh()
         return record.id, secret
+
+    async def add_guardrail(
+        self, mode: str, rules: list[dict[str, Any]], is_default: bool = True
+    ) -> str:
+        """A guardrail in the default workspace, loaded by the relay at once; its id."""
+        now = rfc3339_now()
+        record = GuardrailRecord(new_id("gr"), self.boot.workspace.id, "test", mode, rules,
+                                 is_default, "user", now, now)
+        await self.services.store.create_guardrail(record)
+        await self.services.access.refresh()
+        return record.id
+
+    async def add_firewall_policy(self, mode: str, document: dict[str, Any]) -> str:
+        """A firewall policy in the default workspace, loaded by the relay at once."""
+        now = rfc3339_now()
+        record = FirewallPolicyRecord(new_id("fw"), self.boot.workspace.id, "test", mode,
+                                      document, "user", now, now)
+        await self.services.store.create_firewall_policy(record)
+        await self.services.access.refresh()
+        return record.id
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}

@@ -5,20 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import orjson
-
+from relay.cliutil import CommandError, StoreRunner, emit, in_workspace, json_argument
 from relay.guardrail.detectors import default_detector_set
 from relay.guardrail.policy import MODES, GuardrailRuleError, parse_rules
-from relay.store.base import GuardrailRecord, Store, new_id, rfc3339, utc_now
-
-StoreRunner = Callable[[argparse.Namespace, Callable[[Store], Any]], Any]
-
-
-class GuardrailCommandError(Exception):
-    """Reported by the CLI as an error (exit 1)."""
+from relay.store.base import GuardrailRecord, new_id, rfc3339, utc_now
 
 
 def guardrail_view(g: GuardrailRecord) -> dict[str, Any]:
@@ -28,20 +20,12 @@ def guardrail_view(g: GuardrailRecord) -> dict[str, Any]:
 
 
 def _rules(text: str) -> list[dict[str, Any]]:
-    raw = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
-    try:
-        rules = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GuardrailCommandError(f"--rules: not JSON ({exc})") from None
+    rules = json_argument("--rules", text)
     try:
         parsed = parse_rules(rules, [d.id for d in default_detector_set().detectors])
     except GuardrailRuleError as exc:
-        raise GuardrailCommandError(f"--rules: {exc}") from None
+        raise CommandError(f"--rules: {exc}") from None
     return [rule.as_dict() for rule in parsed]
-
-
-def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    sys.stdout.write((orjson.dumps(obj).decode() if args.json else text) + "\n")
 
 
 def run_create(args: argparse.Namespace, with_store: StoreRunner) -> int:
@@ -49,20 +33,16 @@ def run_create(args: argparse.Namespace, with_store: StoreRunner) -> int:
     record = GuardrailRecord(new_id("gr"), args.workspace, args.name, args.mode,
                              _rules(args.rules), args.default, "user", now, now)
 
-    async def action(store: Store) -> GuardrailRecord:
-        if await store.get_workspace(args.workspace) is None:
-            raise GuardrailCommandError(f"--workspace: no workspace {args.workspace}")
-        return await store.create_guardrail(record)
-
-    made = with_store(args, action)
-    _print(args, guardrail_view(made), f"created guardrail {made.id} ({made.mode})")
+    made = with_store(args, in_workspace(args.workspace,
+                                         lambda store: store.create_guardrail(record)))
+    emit(args, guardrail_view(made), f"created guardrail {made.id} ({made.mode})")
     return 0
 
 
 def run_list(args: argparse.Namespace, with_store: StoreRunner) -> int:
     records = with_store(args, lambda s: s.list_guardrails(args.workspace))
     if args.json:
-        _print(args, {"data": [guardrail_view(g) for g in records]}, "")
+        emit(args, {"data": [guardrail_view(g) for g in records]}, "")
         return 0
     for g in records:
         default = " default" if g.is_default else ""
@@ -77,8 +57,8 @@ def run_update(args: argparse.Namespace, with_store: StoreRunner) -> int:
         args, lambda s: s.update_guardrail(args.guardrail_id, mode=mode, is_default=is_default)
     )
     if updated is None:
-        raise GuardrailCommandError(f"no guardrail {args.guardrail_id}")
-    _print(args, guardrail_view(updated), f"{updated.id}: mode {updated.mode}"
+        raise CommandError(f"no guardrail {args.guardrail_id}")
+    emit(args, guardrail_view(updated), f"{updated.id}: mode {updated.mode}"
            + (", workspace default" if updated.is_default else ""))
     return 0
 

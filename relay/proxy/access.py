@@ -28,6 +28,7 @@ import secrets
 from collections.abc import Collection
 
 from relay.errors import AuthenticationFailed, QuotaExceeded
+from relay.firewall.policy import Policy, PolicyError, fail_closed_policy, load_policy
 from relay.guardrail.policy import (
     Guardrail,
     GuardrailRuleError,
@@ -94,7 +95,7 @@ def bucket_of(key: RelayKey) -> Bucket | None:
 
 
 class AccessControl:
-    """The per-process cache of who may call and under which guardrail."""
+    """The per-process cache of who may call, under which guardrail and firewall policies."""
 
     def __init__(
         self, store: Store, refresh_seconds: float, known_detectors: Collection[str] = ()
@@ -103,6 +104,7 @@ class AccessControl:
         self._known_detectors = known_detectors
         self._guardrails: dict[str, Guardrail] = {}
         self._default_guardrail: dict[str, str] = {}  # workspace id → guardrail id
+        self._policies: dict[str, tuple[Policy, ...]] = {}  # workspace id → its policies
         self._hmac_keys: dict[str, bytes] = {}
         self._refresh_seconds = refresh_seconds
         self._by_hash: dict[str, RelayKey] = {}
@@ -156,6 +158,7 @@ class AccessControl:
             self._by_hash = {k.key_hash: k for k in keys}
             self._by_header = {}
             await self._load_guardrails()
+            await self._load_policies()
             self._state_version = version
         await self._refresh_usage()
 
@@ -174,6 +177,26 @@ class AccessControl:
             g.workspace_id: g.id for g in guardrails.values() if g.is_default
         }
         self._hmac_keys = await self._store.workspace_hmac_keys()
+
+    async def _load_policies(self) -> None:
+        policies: dict[str, list[Policy]] = {}
+        for record in await self._store.list_firewall_policies():
+            try:
+                policy = load_policy(record.document, id=record.id, name=record.name,
+                                     workspace_id=record.workspace_id, mode=record.mode,
+                                     source=record.source)
+            except PolicyError as exc:
+                # A stored policy that no longer parses denies everything rather than
+                # silently letting every call through.
+                log.error("firewall policy %s: %s; failing closed", record.id, exc)
+                policy = fail_closed_policy(record.id, record.workspace_id, record.name,
+                                            record.source)
+            policies.setdefault(record.workspace_id, []).append(policy)
+        self._policies = {ws: tuple(found) for ws, found in policies.items()}
+
+    def policies_for(self, key: RelayKey) -> tuple[Policy, ...]:
+        """Every firewall policy of the key's workspace: each decides on all its traffic."""
+        return self._policies.get(key.workspace_id, ())
 
     def guardrail_for(self, key: RelayKey) -> Guardrail | None:
         """The key's own guardrail, else its workspace's default, else none."""

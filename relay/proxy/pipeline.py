@@ -4,10 +4,14 @@ Rules of this file:
 - A filter may implement `decode_request` (before the upstream call), `encode_response`
   (a whole non-streamed answer), `encode_chunk` (one SSE event of a streamed answer) and
   `on_complete` (always, once, however the exchange ended). Each returns a verdict:
-  CONTINUE, DROP (encode_chunk only: the event is not sent) or LocalReply(error), after
-  which no later filter runs and the error is the answer.
-- Decode runs in list order, encode in reverse (the filter nearest the upstream sees
-  the response first). The chain is built in one function, `server.build_chain`.
+  CONTINUE, DROP (encode_chunk only: the event is not sent), Prepend(events)
+  (encode_chunk only: send these new events before this one; they pass through the
+  filters after this one, in order, before the current event does) or LocalReply(error),
+  after which no later filter runs and the error is the answer.
+- Decode runs in list order; encode runs in reverse unless the chain is given its own
+  encode order (the firewall must see the upstream's answer before the guardrail masks
+  it, and deny first on both sides). The chain is built in one function,
+  `server.build_chain`.
 - Filters record what they did in `exchange.metadata` for later filters, events, tests.
 - An exception inside a filter is a LocalReply(InternalError): controls fail closed.
 """
@@ -40,7 +44,12 @@ class LocalReply:
     error: RelayError
 
 
-Verdict = Flow | LocalReply
+@dataclass(frozen=True, slots=True)
+class Prepend:
+    events: tuple[SSEEvent, ...]
+
+
+Verdict = Flow | LocalReply | Prepend
 
 
 @dataclass(slots=True)
@@ -98,9 +107,11 @@ def _first_reply(filters: tuple[Filter, ...], stage: str, x: Exchange) -> LocalR
 class Chain:
     __slots__ = ("_filters", "_reversed")
 
-    def __init__(self, filters: list[Filter]) -> None:
+    def __init__(self, filters: list[Filter], encode_order: list[Filter] | None = None) -> None:
         self._filters = tuple(filters)
-        self._reversed = tuple(reversed(filters))
+        self._reversed = tuple(reversed(filters) if encode_order is None else encode_order)
+        if sorted(map(id, self._reversed)) != sorted(map(id, self._filters)):
+            raise ValueError("the encode order must hold the same filters as the decode order")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -113,13 +124,32 @@ class Chain:
         return _first_reply(self._reversed, "encode_response", x)
 
     def encode_chunk(self, x: Exchange, event: SSEEvent) -> Verdict:
-        for f in self._reversed:
+        """CONTINUE (send `event.raw`), DROP or LocalReply; never Prepend."""
+        return self._encode_from(0, x, event)
+
+    def _encode_from(self, start: int, x: Exchange, event: SSEEvent) -> Verdict:
+        prefix = b""
+        for position in range(start, len(self._reversed)):
+            f = self._reversed[position]
             try:
                 verdict = f.encode_chunk(x, event)
             except Exception as exc:
                 return _failed("encode_chunk", f, exc)
+            if isinstance(verdict, Prepend):
+                for extra in verdict.events:
+                    outcome = self._encode_from(position + 1, x, extra)
+                    if isinstance(outcome, LocalReply):
+                        return outcome
+                    if outcome is CONTINUE:
+                        prefix += extra.raw
+                continue
             if verdict is not CONTINUE:
+                if verdict is DROP and prefix:
+                    event.raw = prefix
+                    return CONTINUE
                 return verdict
+        if prefix:
+            event.raw = prefix + event.raw
         return CONTINUE
 
     def on_complete(self, x: Exchange) -> None:

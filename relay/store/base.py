@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,20 @@ def utc_now() -> datetime:
 
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_SECOND_TEXT: list[Any] = [-1, ""]  # (unix second, its "%Y-%m-%dT%H:%M:%S" text)
+
+
+def rfc3339_now() -> str:
+    """`rfc3339(utc_now())` at a tenth of the cost (evidence events stamp every decision):
+    the text of the current second is formatted once and reused."""
+    now = time.time()
+    second = int(now)
+    if second != _SECOND_TEXT[0]:
+        _SECOND_TEXT[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _SECOND_TEXT[0] = second
+    return f"{_SECOND_TEXT[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 def new_id(prefix: str) -> str:
@@ -107,6 +122,18 @@ class GuardrailRecord:
 
 
 @dataclass(frozen=True)
+class FirewallPolicyRecord:
+    id: str
+    workspace_id: str
+    name: str
+    mode: str  # "shadow" | "enforce"
+    document: dict[str, Any]  # the policy as written: schema, default, combining, rules
+    source: str  # "user" or "pack:<framework>"
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
 class UsageDelta:
     key_id: str
     period: str  # bucket from quota_period_key
@@ -155,6 +182,18 @@ class Store(Protocol):
         self, guardrail_id: str, *, mode: str | None = None, is_default: bool | None = None
     ) -> GuardrailRecord | None: ...
     async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None: ...
+    async def create_firewall_policy(
+        self, record: FirewallPolicyRecord
+    ) -> FirewallPolicyRecord: ...
+    async def list_firewall_policies(
+        self, workspace_id: str | None = None
+    ) -> list[FirewallPolicyRecord]:
+        """One workspace's firewall policies, or every workspace's when None."""
+
+    async def update_firewall_policy(
+        self, policy_id: str, *, name: str | None = None, mode: str | None = None,
+        document: dict[str, Any] | None = None,
+    ) -> FirewallPolicyRecord | None: ...
     async def workspace_hmac_keys(self) -> dict[str, bytes]:
         """Every workspace's evidence HMAC key, creating the missing ones."""
 

@@ -89,6 +89,22 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX evidence_events_request ON evidence_events (request_id);
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE firewall_policies (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            name TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('shadow', 'enforce')),
+            document TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX firewall_policies_workspace ON firewall_policies (workspace_id);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

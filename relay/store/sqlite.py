@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store import sqlite_evidence as ev
+from relay.store import sqlite_firewall as fw
 from relay.store import sqlite_keys as kq
 from relay.store.base import (
     Conflict,
+    FirewallPolicyRecord,
     GuardrailRecord,
     Plan,
     RelayKey,
@@ -358,6 +360,20 @@ class SQLiteStore:
 
     async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None:
         await self._write(lambda c: ev.set_key_guardrail(c, key_id, guardrail_id))
+
+    async def create_firewall_policy(self, record: FirewallPolicyRecord) -> FirewallPolicyRecord:
+        return await self._write(lambda c: fw.insert_policy(c, record))
+
+    async def list_firewall_policies(
+        self, workspace_id: str | None = None
+    ) -> list[FirewallPolicyRecord]:
+        return await self._read(lambda c: fw.select_policies(c, workspace_id))
+
+    async def update_firewall_policy(
+        self, policy_id: str, *, name: str | None = None, mode: str | None = None,
+        document: dict[str, Any] | None = None,
+    ) -> FirewallPolicyRecord | None:
+        return await self._write(lambda c: fw.update_policy(c, policy_id, name, mode, document))
 
     async def workspace_hmac_keys(self) -> dict[str, bytes]:
         return await self._write(ev.ensure_hmac_keys)

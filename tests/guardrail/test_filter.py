@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from relay.guardrail.policy import GuardrailRuleError, parse_rules
-from relay.store.base import GENESIS_HASH, GuardrailRecord, chain_hash, new_id, rfc3339, utc_now
+from relay.store.base import GENESIS_HASH, chain_hash
 from tests.conftest import Relay, RelayFactory, Upstream
 
 EMAIL = "jane.roe@example.org"
@@ -23,12 +23,7 @@ RULES: list[dict[str, Any]] = [
 
 
 async def _guardrail(relay: Relay, mode: str, rules: list[dict[str, Any]] = RULES) -> str:
-    now = rfc3339(utc_now())
-    record = GuardrailRecord(new_id("gr"), relay.boot.workspace.id, "test", mode, rules, True,
-                             "user", now, now)
-    await relay.services.store.create_guardrail(record)
-    await relay.services.access.refresh()
-    return record.id
+    return await relay.add_guardrail(mode, rules)
 
 
 def _client(relay: Relay) -> openai.AsyncOpenAI:

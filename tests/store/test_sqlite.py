@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from relay.proxy.access import new_relay_key
-from relay.store.base import Conflict, StoreError, UsageDelta, open_store
+from relay.store.base import (
+    Conflict,
+    FirewallPolicyRecord,
+    StoreError,
+    UsageDelta,
+    open_store,
+    rfc3339,
+    rfc3339_now,
+    utc_now,
+)
 from relay.store.migrations import LATEST
 from relay.store.sqlite import SQLiteStore
 
@@ -124,3 +134,36 @@ async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
     await again.open()
     assert await again.usage([(record.id, "total")]) == {(record.id, "total"): 1_000}
     await again.close()
+
+
+def test_rfc3339_now_is_the_same_text_as_the_slow_form() -> None:
+    before = utc_now()
+    fast = rfc3339_now()
+    after = utc_now()
+    assert rfc3339(before) <= fast <= rfc3339(after)
+    parsed = datetime.strptime(fast, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert before <= parsed <= after
+
+
+async def test_firewall_policies_are_stored_listed_and_updated(sqlite_store: SQLiteStore) -> None:
+    ws = await sqlite_store.create_workspace("acme", "paid")
+    other = await sqlite_store.create_workspace("other", "free")
+    now = rfc3339_now()
+    document = {"schema": 1, "default": "deny", "rules": [{"id": "r", "effect": "allow",
+                                                          "tools": ["search"]}]}
+    made = await sqlite_store.create_firewall_policy(FirewallPolicyRecord(
+        "fw_1", ws.id, "agents", "shadow", document, "user", now, now))
+    await sqlite_store.create_firewall_policy(FirewallPolicyRecord(
+        "fw_2", other.id, "x", "enforce", document, "pack:soc2", now, now))
+    version = await sqlite_store.state_version()
+    assert await sqlite_store.list_firewall_policies(ws.id) == [made]
+    assert len(await sqlite_store.list_firewall_policies()) == 2
+    updated = await sqlite_store.update_firewall_policy("fw_1", mode="enforce", name="renamed")
+    assert updated is not None
+    assert (updated.mode, updated.name, updated.document) == ("enforce", "renamed", document)
+    assert updated.updated_at >= made.updated_at
+    assert await sqlite_store.state_version() > version  # relays re-read their policies
+    assert await sqlite_store.update_firewall_policy("fw_nope", mode="shadow") is None
+    with pytest.raises(StoreError):
+        await sqlite_store.create_firewall_policy(FirewallPolicyRecord(
+            "fw_3", ws.id, "bad", "block", document, "user", now, now))
