@@ -11,10 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.store.base import new_id, rfc3339_now
+from relay.store.base import rfc3339_now
+
+
+def _event_ids() -> Iterator[str]:
+    """`evt_` + 48 random bits drawn once per process + a counter: unique across replicas
+    like `new_id`, without a CSPRNG call for every decision recorded. (Workers are
+    spawned, not forked, so each process draws its own prefix.)"""
+    prefix = secrets.token_hex(6)
+    for n in itertools.count(1):
+        yield f"evt_{prefix}{n:08x}"
+
+
+_EVENT_IDS = _event_ids()
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs twice as much, per decision
@@ -24,7 +39,7 @@ class EvidenceEvent:
     request_id: str
     key_id: str | None
     fields: dict[str, Any]  # mode, verdict, outcome, would_have and the plane's own fields
-    id: str = field(default_factory=lambda: new_id("evt"))
+    id: str = field(default_factory=lambda: next(_EVENT_IDS))
     at: str = field(default_factory=rfc3339_now)
 
     def document(self) -> dict[str, Any]:

@@ -229,10 +229,13 @@ class MockUpstream:
         usage = {"input_tokens": _count_tokens(body.get("input")),
                  "output_tokens": _words(text)}
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        output: list[dict[str, Any]] = [{"type": "message", "role": "assistant",
+                                         "content": [{"type": "output_text", "text": text}]}]
+        output += [{"type": "function_call", "id": f"fc_{i}", "call_id": f"call_mock_{i}",
+                    "name": name, "arguments": arguments}
+                   for i, (name, arguments) in enumerate(_tool_calls(body, cfg))]
         done = {"id": "resp_mock", "object": "response", "status": "completed",
-                "model": body.get("model"), "output_text": text,
-                "output": [{"type": "message", "role": "assistant",
-                            "content": [{"type": "output_text", "text": text}]}],
+                "model": body.get("model"), "output_text": text, "output": output,
                 "usage": usage}
         if body.get("stream"):
             events = [orjson.dumps({"type": "response.created",

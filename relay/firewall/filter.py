@@ -12,7 +12,8 @@ before the guardrail masks anything, and its deny wins.
   policy applies they are held back and released as one delta per call when the choice
   finishes, after the decision, so no part of a denied call reaches the client (the
   stream then ends with one SSE error event). Shadow policies see the same assembled
-  calls and the deltas pass untouched. Other streamed routes under an enforcing policy
+  calls and the deltas pass untouched. Streamed Responses are decided (shadow) on their
+  closing `response.completed` event; other streamed routes under an enforcing policy
   are refused rather than relayed unchecked.
 
 Evidence: one event per decision a rule made and per denial (default and invalid
@@ -84,7 +85,11 @@ class FirewallFilter(Filter):
 
     def encode_chunk(self, x: Exchange, event: SSEEvent) -> Verdict:
         policies: tuple[Policy, ...] | None = x.metadata.get("firewall")
-        if not policies or x.route != _STREAMED_ROUTE:
+        if not policies:
+            return CONTINUE
+        if x.route == "responses":
+            return self._responses_event(x, policies, event)
+        if x.route != _STREAMED_ROUTE:
             return CONTINUE
         calls: StreamedCalls = x.metadata.setdefault("firewall_calls", StreamedCalls())
         if event.is_done:
@@ -123,6 +128,21 @@ class FirewallFilter(Filter):
             event.data = orjson.dumps(document)
             event.raw = encode_data(event.data)
         return verdict
+
+    def _responses_event(
+        self, x: Exchange, policies: tuple[Policy, ...], event: SSEEvent
+    ) -> Verdict:
+        """Streamed Responses (shadow only: enforcing policies refuse these streams): the
+        closing `response.completed` event carries the whole answer; decide on it."""
+        if b"response.completed" not in event.data:
+            return CONTINUE
+        try:
+            document = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return CONTINUE
+        if isinstance(document, dict) and document.get("type") == "response.completed":
+            self._denied(x, policies, response_subjects(document.get("response")))
+        return CONTINUE
 
     def _release(
         self, x: Exchange, policies: tuple[Policy, ...], finished: list[StreamedCall]

@@ -243,3 +243,24 @@ async def test_streams_of_other_routes_are_refused_under_an_enforcing_policy(
         with pytest.raises(openai.BadRequestError) as refused:
             await client.completions.create(model="m", prompt="hi", stream=True)
     assert refused.value.code == "firewall_stream_unsupported"
+
+
+async def test_responses_calls_are_denied_whole_and_decided_in_shadow_streams(
+    make_relay: RelayFactory, upstream: Upstream
+) -> None:
+    relay = await make_relay(upstream)
+    metadata = _calls(("fetch", {"url": "http://169.254.169.254/"}))
+    policy_id = await _policy(relay, "enforce")
+    async with _client(relay) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="m", input="go", extra_headers=metadata)
+        assert caught.value.code == "firewall_blocked"
+        await relay.services.store.update_firewall_policy(policy_id, mode="shadow")
+        await relay.services.access.refresh()
+        stream = await client.responses.create(model="m", input="go", stream=True,
+                                               extra_headers=metadata)
+        kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.completed"
+    shadow = [e for e in await _events(relay) if e["mode"] == "shadow"]
+    assert [(e["point"], e["host"], e["would_have"]) for e in shadow] == [
+        ("egress", "169.254.169.254", True), (None, None, False)]
