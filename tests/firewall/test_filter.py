@@ -264,3 +264,29 @@ async def test_responses_calls_are_denied_whole_and_decided_in_shadow_streams(
     shadow = [e for e in await _events(relay) if e["mode"] == "shadow"]
     assert [(e["point"], e["host"], e["would_have"]) for e in shadow] == [
         ("egress", "169.254.169.254", True), (None, None, False)]
+
+
+async def test_shadow_and_enforce_make_the_same_decisions_on_the_same_traffic(
+    make_relay: RelayFactory, upstream: Upstream
+) -> None:
+    tools: list[Any] = [*TOOLS, {"type": "function", "function": {"name": "run_command"}}]
+    decided: dict[str, list[tuple[Any, ...]]] = {}
+    for mode in ("shadow", "enforce"):
+        relay = await make_relay(upstream)
+        await _policy(relay, mode)
+        async with _client(relay) as client:
+            try:
+                await client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "x"}], tools=tools)
+            except openai.BadRequestError as exc:
+                assert mode == "enforce" and exc.code == "firewall_blocked"
+            else:
+                assert mode == "shadow"
+        decided[mode] = [(e["point"], e["tool"], e["rule_id"], e["verdict"], e["outcome"],
+                          e["would_have"]) for e in await _events(relay)]
+    assert decided["shadow"] == [
+        ("tool_definition", "run_command", "no-shell", "deny", "allowed", True),
+        (None, None, None, "allow", "allowed", False)]
+    assert decided["enforce"] == [
+        ("tool_definition", "run_command", "no-shell", "deny", "denied", False),
+        (None, None, None, "allow", "allowed", False)]
