@@ -15,9 +15,18 @@ from typing import Any, TypeVar
 import orjson
 
 from relay import __version__
-from relay.cliutil import CommandError, emit
+from relay.cliutil import CommandError, cli_actor, emit, in_workspace
 from relay.config import ConfigError, Settings, load_settings
-from relay.store.base import PLANS, QUOTA_PERIODS, ROLES, RelayKey, Store, StoreError, open_store
+from relay.store.base import (
+    PLANS,
+    QUOTA_PERIODS,
+    ROLES,
+    AuditDraft,
+    RelayKey,
+    Store,
+    StoreError,
+    open_store,
+)
 
 T = TypeVar("T")
 EXIT_USAGE = 2
@@ -122,12 +131,9 @@ def cmd_key_create(args: argparse.Namespace) -> int:
         args.workspace, args.name, args.quota_tokens, args.quota_period
     )
 
-    async def action(store: Store) -> RelayKey:
-        if await store.get_workspace(args.workspace) is None:
-            raise CommandError(f"--workspace: no workspace {args.workspace}")
-        return await store.create_key(record)
-
-    key = _with_store(args, action)
+    audit = AuditDraft(args.workspace, cli_actor(), "key.create", record.id, after=key_view)
+    key = _with_store(args, in_workspace(
+        args.workspace, lambda store: store.create_key(record, audit=audit)))
     emit(args, {**key_view(key), "key": secret},
           f"created relay key {key.id} in {key.workspace_id}\n  {secret}   (shown once)")
     return 0
@@ -146,7 +152,15 @@ def cmd_key_list(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    key = _with_store(args, lambda s: s.revoke_key(args.key_id))
+    async def action(store: Store) -> RelayKey | None:
+        key = await store.get_key(args.key_id)
+        if key is None:
+            return None
+        return await store.revoke_key(key.id, audit=AuditDraft(
+            key.workspace_id, cli_actor(), "key.revoke", key.id, before=key_view(key),
+            after=key_view))
+
+    key = _with_store(args, action)
     if key is None:
         raise CommandError(f"no relay key {args.key_id}")
     emit(args, key_view(key), f"revoked {key.id} at {key.revoked_at}")
@@ -200,8 +214,9 @@ def cmd_key_set_guardrail(args: argparse.Namespace) -> int:
             g.id for g in await store.list_guardrails(key.workspace_id)
         }:
             raise CommandError(f"no guardrail {guardrail} in the key's workspace")
-        await store.set_key_guardrail(key.id, guardrail)
-        updated = await store.get_key(key.id)
+        updated = await store.update_key(key.id, guardrail_id=(guardrail,), audit=AuditDraft(
+            key.workspace_id, cli_actor(), "key.update", key.id, before=key_view(key),
+            after=key_view))
         assert updated is not None
         return updated
 
@@ -306,11 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     _json_and_store_options(p)
     p.set_defaults(func=cmd_key_set_guardrail)
 
+    from relay.audit_commands import add_commands as add_audit_commands
     from relay.firewall.commands import add_commands as add_firewall_commands
     from relay.guardrail.commands import add_commands as add_guardrail_commands
 
     add_guardrail_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_firewall_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
+    add_audit_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
 
     p = sub.add_parser("scan", help="find PII and secrets in JSONL text on stdin",
                        description='Read JSONL on stdin ({"text": ...} per line) and write '

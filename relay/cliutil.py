@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -51,3 +52,11 @@ def in_workspace(
         return await create(store)
 
     return action
+
+
+def cli_actor() -> str:
+    """Who the audit trail names for a change made on the command line."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name in this environment (e.g. a bare container)
+        return "cli"

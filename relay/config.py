@@ -39,6 +39,9 @@ class Settings:
     workers: int = 1
     uvloop: bool = True
     console_origins: tuple[str, ...] = ()
+    # Console sessions: absolute lifetime, and how long one may sit unused.
+    session_ttl_seconds: float = 12 * 3600.0
+    session_idle_seconds: float = 30 * 60.0
     # How often each process re-reads keys and shared usage from the store.
     state_refresh_seconds: float = 0.5
     log_level: str = "info"
@@ -76,6 +79,8 @@ class Settings:
             "upstream_connect_timeout_seconds",
             "upstream_timeout_seconds",
             "state_refresh_seconds",
+            "session_ttl_seconds",
+            "session_idle_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be greater than 0")

@@ -11,7 +11,12 @@ exception classes with our `code` set.
     │   ├── GuardrailBlocked        400 guardrail_blocked
     │   ├── FirewallBlocked         400 firewall_blocked
     │   ├── NotFound                404 not_found / route_not_found
-    │   └── MethodNotAllowed        405 method_not_allowed
+    │   ├── MethodNotAllowed        405 method_not_allowed
+    │   ├── Unauthenticated         401 unauthenticated / invalid_credentials (admin API)
+    │   ├── PermissionDenied        403 admin_required / csrf_failed (admin API)
+    │   ├── PaymentRequired         402 paid_plan_required (admin API)
+    │   ├── StateConflict           409 (a precise code per case, e.g. key_revoked)
+    │   └── TooManyAttempts         429 too_many_attempts (admin login)
     ├── UpstreamError               the provider's fault
     │   ├── UpstreamUnreachable     502 upstream_unreachable
     │   ├── UpstreamBadResponse     502 upstream_bad_response
@@ -96,6 +101,35 @@ class NotFound(ClientError):
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"
+
+
+class Unauthenticated(ClientError):
+    status = 401
+    type = "authentication_error"
+    code = "unauthenticated"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    type = "permission_error"
+    code = "admin_required"
+
+
+class PaymentRequired(ClientError):
+    status = 402
+    type = "permission_error"
+    code = "paid_plan_required"
+
+
+class StateConflict(ClientError):
+    status = 409
+    code = "conflict"
+
+
+class TooManyAttempts(ClientError):
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_attempts"
 
 
 class UpstreamError(RelayError):

@@ -27,6 +27,8 @@ from typing import TextIO
 from aiohttp import web
 
 from relay.accounts import BootstrapResult, bootstrap_if_empty
+from relay.admin.app import add_api
+from relay.admin.auth import Sessions
 from relay.compliance.signing import ensure_signing_key
 from relay.config import Settings, parse_listen
 from relay.firewall.filter import FirewallFilter
@@ -132,6 +134,11 @@ def build_admin_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    settings = services.settings
+    sessions = Sessions(services.store, settings.session_ttl_seconds,
+                        settings.session_idle_seconds)
+    add_api(app, services.store, sessions, settings.session_ttl_seconds,
+            services.access.known_detectors, settings.console_origins)
     return app
 
 

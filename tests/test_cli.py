@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,19 @@ def test_guardrail_commands(tmp_path: Path) -> None:
               '[{"id": "r", "detectors": ["nope"], "action": "flag"}]', *d)
     assert bad.returncode == 1 and "unknown name 'nope'" in bad.stderr
     assert run("key", "set-guardrail", key["id"], "gr_nope", *d).returncode == 1
+
+
+def test_cli_changes_land_in_the_audit_trail(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    ws = orjson.loads(run("workspace", "create", "acme", "--json", *d).stdout)["id"]
+    key = orjson.loads(run("key", "create", "--workspace", ws, "--json", *d).stdout)
+    run("key", "revoke", key["id"], *d)
+    intact = orjson.loads(run("audit", "verify", "--json", *d).stdout)
+    assert intact["intact"] is True and intact["entries"] == 2
+    with sqlite3.connect(tmp_path / "orca.db") as conn:
+        actions = conn.execute("SELECT action, actor FROM audit_log ORDER BY seq").fetchall()
+        assert [a for a, _ in actions] == ["key.create", "key.revoke"]
+        assert all(actor.startswith("cli") for _, actor in actions)
+        conn.execute("UPDATE audit_log SET body = replace(body, 'key.revoke', 'key.update')")
+    broken = run("audit", "verify", *d)
+    assert broken.returncode == 1 and "NOT intact" in broken.stdout

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from relay.cliutil import CommandError, StoreRunner, emit, in_workspace, json_argument
+from relay.cliutil import (
+    CommandError,
+    StoreRunner,
+    cli_actor,
+    emit,
+    in_workspace,
+    json_argument,
+)
 from relay.firewall.inspect import request_subjects, response_subjects
 from relay.firewall.policy import (
     MODES,
@@ -18,7 +25,7 @@ from relay.firewall.policy import (
     preset_info,
     validate_document,
 )
-from relay.store.base import FirewallPolicyRecord, new_id, rfc3339, utc_now
+from relay.store.base import AuditDraft, FirewallPolicyRecord, Store, new_id, rfc3339, utc_now
 
 
 def policy_view(p: FirewallPolicyRecord) -> dict[str, Any]:
@@ -47,8 +54,10 @@ def run_create(args: argparse.Namespace, with_store: StoreRunner) -> int:
     record = FirewallPolicyRecord(new_id("fw"), args.workspace, args.name, args.mode,
                                   _document(args.policy), "user", now, now)
 
-    made = with_store(args, in_workspace(args.workspace,
-                                         lambda store: store.create_firewall_policy(record)))
+    audit = AuditDraft(args.workspace, cli_actor(), "firewall.create", record.id,
+                       after=policy_view)
+    made = with_store(args, in_workspace(
+        args.workspace, lambda store: store.create_firewall_policy(record, audit=audit)))
     emit(args, policy_view(made), f"created firewall policy {made.id} ({made.mode})")
     return 0
 
@@ -67,9 +76,18 @@ def run_list(args: argparse.Namespace, with_store: StoreRunner) -> int:
 
 def run_update(args: argparse.Namespace, with_store: StoreRunner) -> int:
     document = _document(args.policy) if getattr(args, "policy", None) else None
-    updated = with_store(args, lambda s: s.update_firewall_policy(
-        args.policy_id, name=getattr(args, "name", None), mode=getattr(args, "mode", None),
-        document=document))
+    async def action(store: Store) -> FirewallPolicyRecord | None:
+        current = next((p for p in await store.list_firewall_policies()
+                        if p.id == args.policy_id), None)
+        if current is None:
+            return None
+        return await store.update_firewall_policy(
+            current.id, name=getattr(args, "name", None), mode=getattr(args, "mode", None),
+            document=document, audit=AuditDraft(
+                current.workspace_id, cli_actor(), "firewall.update", current.id,
+                before=policy_view(current), after=policy_view))
+
+    updated = with_store(args, action)
     if updated is None:
         raise CommandError(f"no firewall policy {args.policy_id}")
     emit(args, policy_view(updated), f"{updated.id}: {updated.name}, mode {updated.mode}")

@@ -7,10 +7,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from relay.cliutil import CommandError, StoreRunner, emit, in_workspace, json_argument
+from relay.cliutil import (
+    CommandError,
+    StoreRunner,
+    cli_actor,
+    emit,
+    in_workspace,
+    json_argument,
+)
 from relay.guardrail.detectors import default_detector_set
 from relay.guardrail.policy import MODES, GuardrailRuleError, parse_rules
-from relay.store.base import GuardrailRecord, new_id, rfc3339, utc_now
+from relay.store.base import AuditDraft, GuardrailRecord, Store, new_id, rfc3339, utc_now
 
 
 def guardrail_view(g: GuardrailRecord) -> dict[str, Any]:
@@ -33,8 +40,10 @@ def run_create(args: argparse.Namespace, with_store: StoreRunner) -> int:
     record = GuardrailRecord(new_id("gr"), args.workspace, args.name, args.mode,
                              _rules(args.rules), args.default, "user", now, now)
 
-    made = with_store(args, in_workspace(args.workspace,
-                                         lambda store: store.create_guardrail(record)))
+    audit = AuditDraft(args.workspace, cli_actor(), "guardrail.create", record.id,
+                       after=guardrail_view)
+    made = with_store(args, in_workspace(
+        args.workspace, lambda store: store.create_guardrail(record, audit=audit)))
     emit(args, guardrail_view(made), f"created guardrail {made.id} ({made.mode})")
     return 0
 
@@ -53,9 +62,17 @@ def run_list(args: argparse.Namespace, with_store: StoreRunner) -> int:
 def run_update(args: argparse.Namespace, with_store: StoreRunner) -> int:
     mode = getattr(args, "mode", None)
     is_default = True if getattr(args, "make_default", False) else None
-    updated = with_store(
-        args, lambda s: s.update_guardrail(args.guardrail_id, mode=mode, is_default=is_default)
-    )
+    async def action(store: Store) -> GuardrailRecord | None:
+        current = next((g for g in await store.list_guardrails() if g.id == args.guardrail_id),
+                       None)
+        if current is None:
+            return None
+        return await store.update_guardrail(current.id, mode=mode, is_default=is_default,
+                                            audit=AuditDraft(
+            current.workspace_id, cli_actor(), "guardrail.update", current.id,
+            before=guardrail_view(current), after=guardrail_view))
+
+    updated = with_store(args, action)
     if updated is None:
         raise CommandError(f"no guardrail {args.guardrail_id}")
     emit(args, guardrail_view(updated), f"{updated.id}: mode {updated.mode}"

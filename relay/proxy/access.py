@@ -194,6 +194,10 @@ class AccessControl:
             policies.setdefault(record.workspace_id, []).append(policy)
         self._policies = {ws: tuple(found) for ws, found in policies.items()}
 
+    @property
+    def known_detectors(self) -> Collection[str]:
+        return self._known_detectors
+
     def policies_for(self, key: RelayKey) -> tuple[Policy, ...]:
         """Every firewall policy of the key's workspace: each decides on all its traffic."""
         return self._policies.get(key.workspace_id, ())

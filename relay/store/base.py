@@ -134,6 +134,43 @@ class FirewallPolicyRecord:
 
 
 @dataclass(frozen=True)
+class SessionRecord:
+    """A console session. The token itself is never stored, only its SHA-256."""
+
+    id: str
+    user_id: str
+    token_hash: str
+    created_at: str
+    expires_at: str  # absolute end of the session
+    last_seen_at: str  # for the idle timeout
+    revoked_at: str | None = None
+
+
+AUDIT_ACTIONS = (
+    "pack.install", "pack.golive", "residency.update", "key.create", "key.update",
+    "key.revoke", "guardrail.create", "guardrail.update", "firewall.create",
+    "firewall.update", "report.generate", "share.create", "share.revoke", "session.login",
+)
+
+
+@dataclass(frozen=True)
+class AuditDraft:
+    """An audit-trail entry to append in the same transaction as the change it records.
+
+    `after` turns the mutation's result into the recorded after-state (it is called
+    inside the transaction, with the store method's return value); a mutation that
+    returns None (nothing found) writes no entry.
+    """
+
+    workspace_id: str
+    actor: str  # "user:<id>", "cli" or "system"
+    action: str  # one of AUDIT_ACTIONS
+    target: str  # the changed object's id
+    before: dict[str, Any] | None = None
+    after: Callable[[Any], dict[str, Any] | None] | None = None
+
+
+@dataclass(frozen=True)
 class UsageDelta:
     key_id: str
     period: str  # bucket from quota_period_key
@@ -165,25 +202,46 @@ class Store(Protocol):
     async def add_membership(self, user_id: str, workspace_id: str, role: Role) -> None: ...
     async def memberships(self, user_id: str) -> list[tuple[str, Role]]: ...
 
-    async def create_key(self, key: RelayKey) -> RelayKey: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    # Every mutation below takes `audit`: the entry is appended to the workspace's audit
+    # chain in the same transaction as the change (or not at all, if it fails).
+    async def create_key(self, key: RelayKey, *, audit: AuditDraft | None = None) -> RelayKey: ...
     async def get_key(self, key_id: str) -> RelayKey | None: ...
     async def list_keys(self, workspace_id: str) -> list[RelayKey]: ...
-    async def revoke_key(self, key_id: str) -> RelayKey | None: ...
+    async def revoke_key(
+        self, key_id: str, *, audit: AuditDraft | None = None
+    ) -> RelayKey | None: ...
+    async def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        quota: tuple[int | None, QuotaPeriod | None] | None = None,
+        guardrail_id: tuple[str | None] | None = None,
+        audit: AuditDraft | None = None,
+    ) -> RelayKey | None:
+        """Change what is given: `quota` = (tokens, period), both None to remove it;
+        `guardrail_id` = (id,) or (None,) to fall back to the workspace default."""
     async def active_keys(self) -> list[RelayKey]: ...
 
     async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
         """Add tokens to each (key, period) bucket, in one write."""
 
-    async def create_guardrail(self, record: GuardrailRecord) -> GuardrailRecord: ...
+    async def create_guardrail(
+        self, record: GuardrailRecord, *, audit: AuditDraft | None = None
+    ) -> GuardrailRecord: ...
     async def list_guardrails(self, workspace_id: str | None = None) -> list[GuardrailRecord]:
         """One workspace's guardrails, or every workspace's when None."""
 
     async def update_guardrail(
-        self, guardrail_id: str, *, mode: str | None = None, is_default: bool | None = None
+        self, guardrail_id: str, *, mode: str | None = None, is_default: bool | None = None,
+        name: str | None = None, rules: list[dict[str, Any]] | None = None,
+        audit: AuditDraft | None = None,
     ) -> GuardrailRecord | None: ...
     async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None: ...
     async def create_firewall_policy(
-        self, record: FirewallPolicyRecord
+        self, record: FirewallPolicyRecord, *, audit: AuditDraft | None = None
     ) -> FirewallPolicyRecord: ...
     async def list_firewall_policies(
         self, workspace_id: str | None = None
@@ -192,7 +250,7 @@ class Store(Protocol):
 
     async def update_firewall_policy(
         self, policy_id: str, *, name: str | None = None, mode: str | None = None,
-        document: dict[str, Any] | None = None,
+        document: dict[str, Any] | None = None, audit: AuditDraft | None = None,
     ) -> FirewallPolicyRecord | None: ...
     async def workspace_hmac_keys(self) -> dict[str, bytes]:
         """Every workspace's evidence HMAC key, creating the missing ones."""
@@ -204,6 +262,37 @@ class Store(Protocol):
     async def list_events(
         self, workspace_id: str, plane: str, after_seq: int = 0, limit: int = 100
     ) -> list[dict[str, Any]]: ...
+
+    async def query_events(
+        self, workspace_id: str, plane: str, *, filters: dict[str, str] | None = None,
+        since: str | None = None, until: str | None = None, before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """A feed page, newest first: events with seq < before_seq (all if None) whose
+        top-level fields equal `filters` and whose `at` is in [since, until)."""
+
+    # ---- console sessions, login throttling, audit trail -------------------------------
+
+    async def create_session(self, record: SessionRecord) -> SessionRecord: ...
+    async def get_session(self, token_hash: str) -> SessionRecord | None: ...
+    async def touch_session(self, session_id: str, at: str) -> None: ...
+    async def revoke_session(self, session_id: str, at: str) -> None: ...
+    async def add_login_failure(self, email: str, address: str, at: str) -> None: ...
+    async def count_login_failures(self, email: str, address: str, since: str) -> tuple[int, int]:
+        """(failures for this account, failures from this address) at or after `since`."""
+
+    async def append_audit(self, draft: AuditDraft) -> dict[str, Any]:
+        """A standalone entry (e.g. session.login); returns it with seq and hashes."""
+
+    async def list_audit(
+        self, workspace_id: str, *, before_seq: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Entries newest first: seq, at, actor, action, target, before, after,
+        prev_hash, hash."""
+
+    async def audit_chain(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
+        """Every entry (of one workspace or all), oldest first per workspace, as stored:
+        for verification."""
 
     def queue_depth(self) -> int:
         """Writes waiting for the next group commit."""

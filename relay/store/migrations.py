@@ -105,6 +105,42 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX firewall_policies_workspace ON firewall_policies (workspace_id);
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id),
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE INDEX sessions_user ON sessions (user_id);
+        CREATE TABLE login_failures (
+            email TEXT NOT NULL,
+            address TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX login_failures_email ON login_failures (email, at);
+        CREATE INDEX login_failures_address ON login_failures (address, at);
+        CREATE INDEX login_failures_at ON login_failures (at);
+        CREATE TABLE audit_log (
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            seq BIGINT NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            body TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (workspace_id, seq)
+        );
+        CREATE INDEX evidence_events_feed ON evidence_events (workspace_id, plane, seq);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -10,6 +10,8 @@ Theory of operation:
   file lock serialises their writers and `busy_timeout` absorbs the waits.
 - Results travel back to the event loop with call_soon_threadsafe; nothing here blocks
   the loop.
+- The methods for keys, guardrails, firewall policies, the evidence feed, sessions and
+  the audit trail come from the mixins in sqlite_methods.py (through `_write`/`_read`).
 """
 
 from __future__ import annotations
@@ -19,23 +21,17 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store import sqlite_evidence as ev
-from relay.store import sqlite_firewall as fw
-from relay.store import sqlite_keys as kq
 from relay.store.base import (
     Conflict,
-    FirewallPolicyRecord,
-    GuardrailRecord,
     Plan,
-    RelayKey,
     Role,
     StoreError,
-    UsageDelta,
     User,
     Workspace,
     new_id,
@@ -43,6 +39,7 @@ from relay.store.base import (
     utc_now,
 )
 from relay.store.migrations import MIGRATIONS
+from relay.store.sqlite_methods import ConsoleMethods, ControlMethods
 
 T = TypeVar("T")
 log = logging.getLogger("orca.store")
@@ -84,8 +81,7 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-
-class SQLiteStore:
+class SQLiteStore(ControlMethods, ConsoleMethods):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = url.removeprefix("sqlite:///") or ":memory:"
@@ -301,6 +297,11 @@ class SQLiteStore:
 
         return await self._write(job)
 
+    async def get_user(self, user_id: str) -> User | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)).fetchone())
+        return User(*row) if row else None
+
     async def get_user_by_email(self, email: str) -> tuple[User, str] | None:
         row = await self._read(
             lambda c: c.execute(
@@ -329,52 +330,6 @@ class SQLiteStore:
         )
         return [(r[0], r[1]) for r in rows]
 
-    async def create_key(self, key: RelayKey) -> RelayKey:
-        return await self._write(lambda c: kq.insert_key(c, key))
-
-    async def get_key(self, key_id: str) -> RelayKey | None:
-        return await self._read(lambda c: kq.select_key(c, key_id))
-
-    async def list_keys(self, workspace_id: str) -> list[RelayKey]:
-        return await self._read(lambda c: kq.select_keys(c, workspace_id=workspace_id))
-
-    async def revoke_key(self, key_id: str) -> RelayKey | None:
-        return await self._write(lambda c: kq.revoke_key(c, key_id))
-
-    async def active_keys(self) -> list[RelayKey]:
-        return await self._read(lambda c: kq.select_keys(c))
-
-    async def add_usage(self, deltas: Sequence[UsageDelta]) -> None:
-        await self._write(lambda c: kq.add_usage(c, deltas))
-
-    async def create_guardrail(self, record: GuardrailRecord) -> GuardrailRecord:
-        return await self._write(lambda c: ev.insert_guardrail(c, record))
-
-    async def list_guardrails(self, workspace_id: str | None = None) -> list[GuardrailRecord]:
-        return await self._read(lambda c: ev.select_guardrails(c, workspace_id))
-
-    async def update_guardrail(
-        self, guardrail_id: str, *, mode: str | None = None, is_default: bool | None = None
-    ) -> GuardrailRecord | None:
-        return await self._write(lambda c: ev.update_guardrail(c, guardrail_id, mode, is_default))
-
-    async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None:
-        await self._write(lambda c: ev.set_key_guardrail(c, key_id, guardrail_id))
-
-    async def create_firewall_policy(self, record: FirewallPolicyRecord) -> FirewallPolicyRecord:
-        return await self._write(lambda c: fw.insert_policy(c, record))
-
-    async def list_firewall_policies(
-        self, workspace_id: str | None = None
-    ) -> list[FirewallPolicyRecord]:
-        return await self._read(lambda c: fw.select_policies(c, workspace_id))
-
-    async def update_firewall_policy(
-        self, policy_id: str, *, name: str | None = None, mode: str | None = None,
-        document: dict[str, Any] | None = None,
-    ) -> FirewallPolicyRecord | None:
-        return await self._write(lambda c: fw.update_policy(c, policy_id, name, mode, document))
-
     async def workspace_hmac_keys(self) -> dict[str, bytes]:
         return await self._write(ev.ensure_hmac_keys)
 
@@ -393,7 +348,3 @@ class SQLiteStore:
         return await self._read(
             lambda c: ev.select_events(c, workspace_id, plane, after_seq, limit)
         )
-
-    async def usage(self, buckets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        wanted = list(buckets)
-        return await self._read(lambda c: kq.select_usage(c, wanted))

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from relay.store.base import GENESIS_HASH, GuardrailRecord, chain_hash, rfc3339, utc_now
+from relay.store.sqlite_admin import chained_documents, moment
 
 _GUARDRAIL_COLUMNS = (
     "id, workspace_id, name, mode, rules, is_default, source, created_at, updated_at"
@@ -57,22 +58,26 @@ def select_guardrails(conn: sqlite3.Connection, workspace_id: str | None) -> lis
 
 
 def update_guardrail(
-    conn: sqlite3.Connection, guardrail_id: str, mode: str | None, is_default: bool | None
+    conn: sqlite3.Connection, guardrail_id: str, mode: str | None, is_default: bool | None,
+    name: str | None = None, rules: list[dict[str, Any]] | None = None,
 ) -> GuardrailRecord | None:
     row = conn.execute(
         f"SELECT {_GUARDRAIL_COLUMNS} FROM guardrails WHERE id = ?", (guardrail_id,)
     ).fetchone()
     if row is None:
         return None
-    now = rfc3339(utc_now())
-    if mode is not None:
-        conn.execute("UPDATE guardrails SET mode = ?, updated_at = ? WHERE id = ?",
-                     (mode, now, guardrail_id))
-    if is_default is not None:
-        if is_default:
-            conn.execute("UPDATE guardrails SET is_default = 0 WHERE workspace_id = ?", (row[1],))
-        conn.execute("UPDATE guardrails SET is_default = ?, updated_at = ? WHERE id = ?",
-                     (int(is_default), now, guardrail_id))
+    changes: dict[str, Any] = {
+        "name": name, "mode": mode,
+        "rules": None if rules is None else orjson.dumps(rules).decode(),
+        "is_default": None if is_default is None else int(is_default),
+    }
+    sets = {column: value for column, value in changes.items() if value is not None}
+    if is_default:
+        conn.execute("UPDATE guardrails SET is_default = 0 WHERE workspace_id = ?", (row[1],))
+    sets["updated_at"] = rfc3339(utc_now())
+    assignments = ", ".join(f"{column} = ?" for column in sets)
+    conn.execute(f"UPDATE guardrails SET {assignments} WHERE id = ?",
+                 (*sets.values(), guardrail_id))
     bump_state(conn)
     return _guardrail(conn.execute(
         f"SELECT {_GUARDRAIL_COLUMNS} FROM guardrails WHERE id = ?", (guardrail_id,)
@@ -125,10 +130,40 @@ def select_events(
     rows = conn.execute(
         "SELECT body, prev_hash, hash FROM evidence_events WHERE workspace_id = ? AND plane = ? "
         "AND seq > ? ORDER BY seq LIMIT ?", (workspace_id, plane, after_seq, limit)).fetchall()
-    out = []
-    for body, prev_hash, digest in rows:
-        document: dict[str, Any] = orjson.loads(body)
-        document["prev_hash"] = prev_hash
-        document["hash"] = digest
-        out.append(document)
-    return out
+    return chained_documents(rows)
+
+
+# Top-level body fields a feed may filter on (their names are put into the SQL text).
+EVENT_FILTERS = frozenset({
+    "request_id", "key_id", "guardrail_id", "policy_id", "rule_id", "detector", "category",
+    "mode", "verdict", "outcome", "point",
+})
+
+
+def query_events(
+    conn: sqlite3.Connection, workspace_id: str, plane: str, filters: dict[str, str],
+    since: str | None, until: str | None, before_seq: int | None, limit: int,
+) -> list[dict[str, Any]]:
+    """Newest first. A filter matches text values only: json_extract gives booleans as
+    integers and null as NULL, which never equal a text parameter. `since` and `until`
+    may be any RFC 3339 form; they are compared in the stored one."""
+    clauses = ["workspace_id = ?", "plane = ?"]
+    params: list[Any] = [workspace_id, plane]
+    for name, value in sorted(filters.items()):
+        if name not in EVENT_FILTERS:
+            raise ValueError(f"cannot filter events on {name!r}")
+        clauses.append(f"json_extract(body, '$.{name}') = ?")
+        params.append(value)
+    bounds: list[tuple[str, Any]] = [
+        ("seq < ?", before_seq),
+        ("at >= ?", None if since is None else moment(since)),
+        ("at < ?", None if until is None else moment(until)),
+    ]
+    for clause, value in bounds:
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    rows = conn.execute(
+        f"SELECT body, prev_hash, hash FROM evidence_events WHERE {' AND '.join(clauses)} "
+        "ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
+    return chained_documents(rows)

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from relay.store.base import RelayKey, UsageDelta, rfc3339, utc_now
+from relay.store.base import QuotaPeriod, RelayKey, UsageDelta, rfc3339, utc_now
 from relay.store.sqlite_evidence import bump_state
 
 _COLUMNS = (
@@ -70,3 +70,27 @@ def select_usage(
         ).fetchone()
         found[(key_id, period)] = int(row[0]) if row else 0
     return found
+
+
+def update_key(
+    conn: sqlite3.Connection, key_id: str, name: str | None,
+    quota: tuple[int | None, QuotaPeriod | None] | None, guardrail_id: tuple[str | None] | None,
+) -> RelayKey | None:
+    sets: dict[str, Any] = {}
+    if name is not None:
+        sets["name"] = name
+    if quota is not None:
+        tokens, period = quota
+        if (tokens is None) != (period is None):
+            raise ValueError("quota: tokens and period are both given or both None")
+        sets["quota_tokens"], sets["quota_period"] = tokens, period
+    if guardrail_id is not None:
+        (sets["guardrail_id"],) = guardrail_id
+    if sets:
+        assignments = ", ".join(f"{column} = ?" for column in sets)
+        cursor = conn.execute(f"UPDATE relay_keys SET {assignments} WHERE id = ?",
+                              (*sets.values(), key_id))
+        if cursor.rowcount == 0:
+            return None
+        bump_state(conn)
+    return select_key(conn, key_id)

@@ -306,3 +306,26 @@ def _cmdline(pid: int) -> bytes:
             return fh.read()
     except OSError:
         return b""
+
+
+async def test_admin_api_changes_reach_every_worker_within_a_second(
+    serve: ServeFactory, upstream: Upstream
+) -> None:
+    served = await serve(upstream, "--workers", "2")
+    password = re.search(r"password\s+(\S+)", served.stdout)
+    assert password is not None
+    async with aiohttp.ClientSession() as http:
+        async with http.post(served.admin_url + "/api/auth/login", json={
+                "email": "admin@orca.local", "password": password.group(1)}) as response:
+            token = (await response.json())["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        async with http.post(served.admin_url + "/api/keys", json={"name": "api"},
+                             headers=auth) as response:
+            made = await response.json()
+        # ORCA_STATE_REFRESH_SECONDS is 0.2 here; the contract is one second.
+        await _until(lambda: _all_answer(served, made["key"], 200), seconds=1.0)
+        async with http.delete(served.admin_url + f"/api/keys/{made['id']}",
+                               headers=auth) as response:
+            assert response.status == 204
+        await _until(lambda: _all_answer(served, made["key"], 401), seconds=1.0)
+    assert await served.stop() == 0
