@@ -71,7 +71,7 @@ def choice(body: dict[str, Any], name: str, allowed: Sequence[str], *,
 
 def limit_of(request: web.Request) -> int:
     raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", param="limit",
                              code="invalid_value")
     return int(raw)

@@ -82,6 +82,9 @@ async def test_lists_are_paged_with_cursors(console: Console) -> None:
     assert bad.code == "invalid_cursor"
     too_many = await console.call("GET", "/api/keys?limit=100000", token=token)
     assert too_many.code == "invalid_value"
+    # a digit Python calls a digit but int() refuses (found by the property-based run)
+    superscript = await console.call("GET", "/api/keys?limit=%C2%B2", token=token)
+    assert (superscript.status, superscript.code) == (400, "invalid_value")
 
 
 async def test_guardrails_are_validated_and_take_effect(console: Console) -> None:

@@ -118,7 +118,7 @@ def test_no_input_makes_any_route_fail_with_5xx(live_admin: tuple[str, str]) -> 
     base, token = live_admin
     walkable = [r for r in ROUTES if r.path != "/api/auth/logout"]
 
-    @settings(max_examples=250, deadline=None, database=None,
+    @settings(max_examples=300, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(route=st.sampled_from(walkable), data=st.data())
     def probe(route: Any, data: st.DataObject) -> None:
