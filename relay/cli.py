@@ -225,6 +225,12 @@ def cmd_key_set_guardrail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from relay.demo import main as demo_main
+
+    return demo_main(args.data_dir, sys.stdout)
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from relay.testing import MockConfig, run_mock_upstream
 
@@ -328,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_guardrail_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_firewall_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_audit_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
+
+    p = sub.add_parser("demo", help="walk the spec: install SOC 2, observe, go live, block",
+                       description="Start a mock upstream and the relay on the embedded "
+                       "default in a fresh data directory, then install the SOC 2 pack, "
+                       "send traffic that trips its controls, show readiness, go live and "
+                       "show the same traffic blocked, with real HTTP calls.")
+    p.add_argument("--data-dir", help="an empty directory to keep the demo's state in "
+                   "(default: a temporary one, removed afterwards)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("scan", help="find PII and secrets in JSONL text on stdin",
                        description='Read JSONL on stdin ({"text": ...} per line) and write '

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler as web_Handler
 
-from relay.admin import account, controls, feeds, keys
+from relay.admin import account, compliance, controls, feeds, keys
 from relay.admin.auth import Sessions
 from relay.admin.authz import AdminRoute, add_admin_routes
 from relay.admin.http import json_response
@@ -39,6 +39,8 @@ POLICY_BODY = {"type": "object", "additionalProperties": False, "properties": {
     "default": {"enum": ["allow", "deny"]},
     "combining": {"enum": ["first-match", "deny-overrides"]},
     "invalid_arguments": {"enum": ["allow", "deny"]}, "rules": _RULES}}
+GOLIVE_BODY = {"type": "object", "additionalProperties": False,
+               "properties": {"promote_default": {"type": "boolean"}}}
 LOGIN_BODY = {"type": "object", "additionalProperties": False, "required": ["email", "password"],
               "properties": {"email": _STR, "password": _STR}}
 _PAGE = ("limit", "cursor")
@@ -97,6 +99,17 @@ def routes() -> list[AdminRoute]:
                    load=controls.load_policy, body=POLICY_BODY, tags=("firewall",)),
         AdminRoute("GET", "/api/audit", feeds.audit, "admin",
                    "The workspace audit trail (hash-chained)", query=_PAGE, tags=("audit",)),
+        AdminRoute("GET", "/api/compliance/catalog", compliance.list_catalog, "member",
+                   "Frameworks in the catalog and their state here", tags=("compliance",)),
+        AdminRoute("POST", "/api/compliance/packs/{framework}/install", compliance.install,
+                   "admin", "Install a framework pack (observe / shadow)", paid=True,
+                   load=compliance.load_pack, status=201, tags=("compliance",)),
+        AdminRoute("POST", "/api/compliance/packs/{framework}/golive", compliance.golive,
+                   "admin", "Take an installed pack live (enforce)", paid=True,
+                   load=compliance.load_pack, body=GOLIVE_BODY, tags=("compliance",)),
+        AdminRoute("GET", "/api/compliance/readiness", compliance.readiness, "member",
+                   "Clause by clause readiness of the installed packs",
+                   tags=("compliance",)),
         AdminRoute("GET", OPENAPI_PATH, openapi, "public", "This document",
                    tags=("meta",)),
     ]

@@ -1,4 +1,8 @@
-"""GuardrailFilter: scan what crosses the relay, apply the guardrail's rules, record evidence.
+"""GuardrailFilter: scan what crosses the relay, apply the guardrails' rules, record evidence.
+
+The guardrails of a request are the key's own (or its workspace's default) and every
+installed compliance pack's (policy.GuardrailSet): each records its own evidence, and
+the strictest action of the enforcing ones applies.
 
 Input (decode_request): every message's content (strings and text parts), names, tool-call
 and legacy function-call arguments, and `prompt` / `input` strings. Output
@@ -28,7 +32,7 @@ from relay.errors import GuardrailBlocked, InvalidRequest
 from relay.evidence import EvidenceEvent, masked_snippet, value_hmac
 from relay.guardrail.detectors import DetectorSet
 from relay.guardrail.holdback import HoldBack
-from relay.guardrail.policy import Guardrail, Rule, Stage, applied
+from relay.guardrail.policy import Guardrail, GuardrailSet, Rule, Stage, applied
 from relay.guardrail.scan import Finding, scan
 from relay.metrics import RelayMetrics
 from relay.proxy.access import AccessControl
@@ -133,28 +137,28 @@ class GuardrailFilter(Filter):
         self._findings = metrics.guardrail_findings
 
     def decode_request(self, x: Exchange) -> Verdict:
-        guardrail = self._access.guardrail_for(x.key)
-        if guardrail is None:
+        guardrails = self._access.guardrails_for(x.key)
+        if guardrails is None:
             return CONTINUE
-        x.metadata["guardrail"] = guardrail
-        if x.stream and x.route != "chat_completions" and guardrail.enforces_on("output"):
+        x.metadata["guardrails"] = guardrails
+        if x.stream and x.route != "chat_completions" and guardrails.enforces_on("output"):
             return LocalReply(InvalidRequest(
                 "this key's guardrail enforces on output, and streamed output of this route "
                 "is not scanned; send the request without stream",
                 param="stream", code="guardrail_stream_unsupported"))
-        if x.body is None or not guardrail.covers("input"):
+        if x.body is None or not guardrails.covers("input"):
             return CONTINUE
-        if self._inspect(x, guardrail, "input", list(request_slots(x.body))):
+        if self._inspect(x, guardrails, "input", list(request_slots(x.body))):
             return LocalReply(GuardrailBlocked(
                 "the request was blocked by the workspace guardrail (sensitive data in the "
                 "prompt); see the Matches feed for this request id"))
         return CONTINUE
 
     def encode_response(self, x: Exchange) -> Verdict:
-        guardrail: Guardrail | None = x.metadata.get("guardrail")
-        if guardrail is None or not guardrail.covers("output"):
+        guardrails: GuardrailSet | None = x.metadata.get("guardrails")
+        if guardrails is None or not guardrails.covers("output"):
             return CONTINUE
-        if self._inspect(x, guardrail, "output", list(response_slots(x.response))):
+        if self._inspect(x, guardrails, "output", list(response_slots(x.response))):
             x.metadata["refund"] = True
             return LocalReply(GuardrailBlocked(
                 "the response was blocked by the workspace guardrail (sensitive data in the "
@@ -164,12 +168,12 @@ class GuardrailFilter(Filter):
     # ---- streams -------------------------------------------------------------------
 
     def encode_chunk(self, x: Exchange, event: SSEEvent) -> Verdict:
-        guardrail: Guardrail | None = x.metadata.get("guardrail")
-        if guardrail is None or not guardrail.covers("output"):
+        guardrails: GuardrailSet | None = x.metadata.get("guardrails")
+        if guardrails is None or not guardrails.covers("output"):
             return CONTINUE
         streams: dict[tuple[int, str, int], Any] = x.metadata.setdefault("streams", {})
         if event.is_done:
-            return self._flush(x, guardrail, streams, event)
+            return self._flush(x, guardrails, streams, event)
         try:
             document = orjson.loads(event.data)
         except orjson.JSONDecodeError:
@@ -177,14 +181,14 @@ class GuardrailFilter(Filter):
         choices = document.get("choices") if isinstance(document, dict) else None
         if not isinstance(choices, list) or not choices:
             return CONTINUE
-        if guardrail.mode == "observe":
+        if not guardrails.holds_output:
             for choice in choices:
                 for slot, piece in _delta_pieces(choice):
                     streams[slot] = streams.get(slot, "") + piece
             return CONTINUE
         keep = False
         for choice in choices:
-            verdict = self._release_choice(x, guardrail, streams, choice)
+            verdict = self._release_choice(x, guardrails, streams, choice)
             if isinstance(verdict, LocalReply):
                 return verdict
             keep = keep or verdict
@@ -195,7 +199,7 @@ class GuardrailFilter(Filter):
         return CONTINUE
 
     def _release_choice(
-        self, x: Exchange, g: Guardrail, streams: dict[tuple[int, str, int], Any],
+        self, x: Exchange, g: GuardrailSet, streams: dict[tuple[int, str, int], Any],
         choice: dict[str, Any],
     ) -> bool | LocalReply:
         """Rewrite one choice's delta to what may be released. True if it must be sent."""
@@ -223,7 +227,7 @@ class GuardrailFilter(Filter):
         return keep
 
     def _decide_released(
-        self, x: Exchange, g: Guardrail, slot: tuple[int, str, int], text: str,
+        self, x: Exchange, g: GuardrailSet, slot: tuple[int, str, int], text: str,
         findings: list[Finding],
     ) -> str | LocalReply:
         path = _slot_path(slot)
@@ -236,11 +240,11 @@ class GuardrailFilter(Filter):
         return holder["text"]
 
     def _flush(
-        self, x: Exchange, g: Guardrail, streams: dict[tuple[int, str, int], Any],
+        self, x: Exchange, g: GuardrailSet, streams: dict[tuple[int, str, int], Any],
         event: SSEEvent,
     ) -> Verdict:
         """At [DONE]: release what is still held (a stream that ended without finish)."""
-        if g.mode == "observe":
+        if not g.holds_output:
             return CONTINUE
         extra = b""
         for slot, hold in sorted(streams.items()):
@@ -261,40 +265,42 @@ class GuardrailFilter(Filter):
 
     def on_complete(self, x: Exchange) -> None:
         """Observe mode, streams: scan the assembled output once, record what it would do."""
-        guardrail: Guardrail | None = x.metadata.get("guardrail")
+        guardrails: GuardrailSet | None = x.metadata.get("guardrails")
         streams = x.metadata.get("streams")
-        if guardrail is None or guardrail.mode != "observe" or not streams:
+        if guardrails is None or guardrails.holds_output or not streams:
             return
         texts = {_slot_path(slot): text for slot, text in streams.items()}
-        self._inspect(x, guardrail, "output", [(texts, path, path) for path in texts])
+        self._inspect(x, guardrails, "output", [(texts, path, path) for path in texts])
 
     # ---- shared ----------------------------------------------------------------------
 
-    def _inspect(self, x: Exchange, g: Guardrail, stage: Stage, slots: list[Slot]) -> bool:
+    def _inspect(self, x: Exchange, g: GuardrailSet, stage: Stage, slots: list[Slot]) -> bool:
         """Scan the slots; record evidence; mask in place. True when the exchange is blocked."""
         found = [(slot, slot[0][slot[1]]) for slot in slots]
         return self._record_many(
             x, g, stage, [(slot, text, scan(text, self._detectors)) for slot, text in found])
 
     def _record_many(
-        self, x: Exchange, g: Guardrail, stage: Stage,
+        self, x: Exchange, guardrails: GuardrailSet, stage: Stage,
         scanned: list[tuple[Slot, str, list[Finding]]],
     ) -> bool:
-        """Apply rules to findings: evidence, metrics, masks in place. True when blocked."""
-        hits: list[tuple[Slot, str, Finding, Rule]] = []
+        """Apply every guardrail's rules to the findings: evidence, metrics, masks in
+        place. True when an enforcing guardrail blocks."""
+        hits: list[tuple[Slot, str, Finding, Guardrail, Rule]] = []
         for slot, text, findings in scanned:
             for finding in findings:
-                rule = g.rule_for(finding.detector, finding.category, stage)
-                if rule is not None:
-                    hits.append((slot, text, finding, rule))
+                for g in guardrails.members:
+                    rule = g.rule_for(finding.detector, finding.category, stage)
+                    if rule is not None:
+                        hits.append((slot, text, finding, g, rule))
         if not hits:
             return False
-        blocked = g.mode == "enforce" and any(rule.action == "block" for *_, rule in hits)
-        key = self._access.hmac_key(g.workspace_id)
-        masks: dict[tuple[int, Any], tuple[Slot, str, list[tuple[Finding, str]]]] = {}
-        for slot, text, finding, rule in hits:
+        blocked = any(g.mode == "enforce" and rule.action == "block" for *_, g, rule in hits)
+        key = self._access.hmac_key(hits[0][3].workspace_id)
+        masks: dict[tuple[int, Any], tuple[Slot, str, dict[tuple[int, int], Any]]] = {}
+        for slot, text, finding, g, rule in hits:
             outcome, would_have = applied(rule.action, g.mode)
-            if blocked and rule.action != "flag":
+            if blocked and rule.action != "flag" and g.mode == "enforce":
                 outcome = "blocked"
             value = text[finding.start : finding.end]
             x.evidence.append(EvidenceEvent(
@@ -307,11 +313,13 @@ class GuardrailFilter(Filter):
                     "snippet": masked_snippet(value), "value_hmac": value_hmac(key, value),
                 }))
             self._findings.labels(finding.category, rule.action, outcome, g.mode).inc()
-            if outcome == "masked":
-                entry = masks.setdefault((id(slot[0]), slot[1]), (slot, text, []))
-                entry[2].append((finding, self._placeholder(x, finding, value)))
+            if outcome == "masked":  # one replacement per finding, however many guardrails
+                entry = masks.setdefault((id(slot[0]), slot[1]), (slot, text, {}))
+                entry[2][(finding.start, finding.end)] = (
+                    finding, self._placeholder(x, finding, value))
         for slot, text, replacements in masks.values():
-            for finding, placeholder in sorted(replacements, key=lambda r: -r[0].start):
+            for finding, placeholder in sorted(replacements.values(),
+                                               key=lambda r: -r[0].start):
                 text = text[: finding.start] + placeholder + text[finding.end :]
             slot[0][slot[1]] = text
             if stage == "input":

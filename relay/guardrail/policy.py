@@ -79,6 +79,26 @@ class Guardrail:
         )
 
 
+@dataclass(frozen=True)
+class GuardrailSet:
+    """Every guardrail that applies to one request: the key's own (or its workspace's
+    default) and each installed compliance pack's, which evaluate all of the workspace's
+    traffic. Each records its own evidence; the strictest enforced action applies."""
+
+    members: tuple[Guardrail, ...]
+
+    def covers(self, stage: Stage) -> bool:
+        return any(g.covers(stage) for g in self.members)
+
+    def enforces_on(self, stage: Stage) -> bool:
+        return any(g.enforces_on(stage) for g in self.members)
+
+    @property
+    def holds_output(self) -> bool:
+        """Streamed output goes through the hold-back (else it is scanned at the end)."""
+        return any(g.mode == "enforce" and g.covers("output") for g in self.members)
+
+
 def parse_rules(
     raw: Any, known_detectors: Collection[str], categories: Collection[str] = ("pii", "secret")
 ) -> tuple[Rule, ...]:

@@ -32,6 +32,7 @@ from relay.firewall.policy import Policy, PolicyError, fail_closed_policy, load_
 from relay.guardrail.policy import (
     Guardrail,
     GuardrailRuleError,
+    GuardrailSet,
     fail_closed_guardrail,
     guardrail_from_record,
 )
@@ -104,6 +105,8 @@ class AccessControl:
         self._known_detectors = known_detectors
         self._guardrails: dict[str, Guardrail] = {}
         self._default_guardrail: dict[str, str] = {}  # workspace id → guardrail id
+        self._pack_guardrails: dict[str, tuple[Guardrail, ...]] = {}  # workspace id → packs'
+        self._guardrail_sets: dict[tuple[str, str | None], GuardrailSet | None] = {}
         self._policies: dict[str, tuple[Policy, ...]] = {}  # workspace id → its policies
         self._hmac_keys: dict[str, bytes] = {}
         self._refresh_seconds = refresh_seconds
@@ -176,6 +179,12 @@ class AccessControl:
         self._default_guardrail = {
             g.workspace_id: g.id for g in guardrails.values() if g.is_default
         }
+        packs: dict[str, list[Guardrail]] = {}
+        for g in guardrails.values():
+            if g.source.startswith("pack:"):
+                packs.setdefault(g.workspace_id, []).append(g)
+        self._pack_guardrails = {ws: tuple(found) for ws, found in packs.items()}
+        self._guardrail_sets = {}
         self._hmac_keys = await self._store.workspace_hmac_keys()
 
     async def _load_policies(self) -> None:
@@ -210,6 +219,18 @@ class AccessControl:
                 return own
         default = self._default_guardrail.get(key.workspace_id)
         return self._guardrails.get(default) if default is not None else None
+
+    def guardrails_for(self, key: RelayKey) -> GuardrailSet | None:
+        """The key's guardrail (own, else the workspace default) and every installed
+        pack's guardrail of its workspace; None when there is none."""
+        cache_key = (key.workspace_id, key.guardrail_id)
+        if cache_key not in self._guardrail_sets:
+            primary = self.guardrail_for(key)
+            members: tuple[Guardrail, ...] = (primary,) if primary is not None else ()
+            members += tuple(g for g in self._pack_guardrails.get(key.workspace_id, ())
+                             if g is not primary)
+            self._guardrail_sets[cache_key] = GuardrailSet(members) if members else None
+        return self._guardrail_sets[cache_key]
 
     def hmac_key(self, workspace_id: str) -> bytes:
         return self._hmac_keys[workspace_id]

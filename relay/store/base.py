@@ -134,6 +134,20 @@ class FirewallPolicyRecord:
 
 
 @dataclass(frozen=True)
+class PackInstallation:
+    """A compliance pack installed in a workspace, and the two objects it materialised."""
+
+    workspace_id: str
+    framework: str
+    version: str
+    state: str  # "observe" until go-live, then "live"
+    guardrail_id: str
+    firewall_policy_id: str
+    installed_at: str
+    live_at: str | None = None
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     """A console session. The token itself is never stored, only its SHA-256."""
 
@@ -270,6 +284,30 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """A feed page, newest first: events with seq < before_seq (all if None) whose
         top-level fields equal `filters` and whose `at` is in [since, until)."""
+
+    async def count_control_events(
+        self, workspace_id: str, plane: str, owner: tuple[str, str], since: str
+    ) -> list[tuple[str | None, bool, str, int]]:
+        """(rule_id, would_have, outcome, count) of the events at or after `since` whose
+        `owner` field (e.g. ("guardrail_id", id)) has that value: readiness counts."""
+
+    # ---- compliance packs -------------------------------------------------------------
+
+    async def install_pack(
+        self, installation: PackInstallation, guardrail: GuardrailRecord,
+        policy: FirewallPolicyRecord, *, audit: AuditDraft,
+    ) -> PackInstallation:
+        """The guardrail, the firewall policy, the installation and its audit entry in one
+        transaction; Conflict when the framework is installed in the workspace already."""
+
+    async def golive_pack(
+        self, workspace_id: str, framework: str, *, promote_default: bool, at: str,
+        audit: AuditDraft,
+    ) -> PackInstallation | None:
+        """Guardrail and policy to enforce (and the guardrail to workspace default when
+        asked), the installation to live, and the audit entry, in one transaction."""
+
+    async def list_installations(self, workspace_id: str) -> list[PackInstallation]: ...
 
     # ---- console sessions, login throttling, audit trail -------------------------------
 

@@ -141,6 +141,22 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX evidence_events_feed ON evidence_events (workspace_id, plane, seq);
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE pack_installations (
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            framework TEXT NOT NULL,
+            version TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('observe', 'live')),
+            guardrail_id TEXT NOT NULL REFERENCES guardrails(id),
+            firewall_policy_id TEXT NOT NULL REFERENCES firewall_policies(id),
+            installed_at TEXT NOT NULL,
+            live_at TEXT,
+            PRIMARY KEY (workspace_id, framework)
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -39,7 +39,7 @@ from relay.store.base import (
     utc_now,
 )
 from relay.store.migrations import MIGRATIONS
-from relay.store.sqlite_methods import ConsoleMethods, ControlMethods
+from relay.store.sqlite_methods import ConsoleMethods, ControlMethods, PackMethods
 
 T = TypeVar("T")
 log = logging.getLogger("orca.store")
@@ -81,7 +81,7 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore(ControlMethods, ConsoleMethods):
+class SQLiteStore(ControlMethods, ConsoleMethods, PackMethods):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = url.removeprefix("sqlite:///") or ":memory:"

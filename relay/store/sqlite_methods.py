@@ -6,6 +6,7 @@ given an AuditDraft runs as `adm.audited(job, audit)`, one job with its audit en
 
 from __future__ import annotations
 
+import abc
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -14,10 +15,12 @@ from relay.store import sqlite_admin as adm
 from relay.store import sqlite_evidence as ev
 from relay.store import sqlite_firewall as fw
 from relay.store import sqlite_keys as kq
+from relay.store import sqlite_packs as pk
 from relay.store.base import (
     AuditDraft,
     FirewallPolicyRecord,
     GuardrailRecord,
+    PackInstallation,
     QuotaPeriod,
     RelayKey,
     SessionRecord,
@@ -27,12 +30,14 @@ from relay.store.base import (
 T = TypeVar("T")
 
 
-class _Jobs:
-    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # SQLiteStore's writer
+class _Jobs(abc.ABC):
+    """What the mixins need from SQLiteStore: its writer and reader threads."""
 
-    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError  # SQLiteStore's reader
+    @abc.abstractmethod
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    @abc.abstractmethod
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
 class ControlMethods(_Jobs):
@@ -145,3 +150,28 @@ class ConsoleMethods(_Jobs):
 
     async def audit_chain(self, workspace_id: str | None = None) -> list[dict[str, Any]]:
         return await self._read(lambda c: adm.select_audit_chain(c, workspace_id))
+
+
+class PackMethods(_Jobs):
+    async def install_pack(
+        self, installation: PackInstallation, guardrail: GuardrailRecord,
+        policy: FirewallPolicyRecord, *, audit: AuditDraft,
+    ) -> PackInstallation:
+        return await self._write(adm.audited(
+            lambda c: pk.install(c, installation, guardrail, policy), audit))
+
+    async def golive_pack(
+        self, workspace_id: str, framework: str, *, promote_default: bool, at: str,
+        audit: AuditDraft,
+    ) -> PackInstallation | None:
+        return await self._write(adm.audited(
+            lambda c: pk.golive(c, workspace_id, framework, promote_default, at), audit))
+
+    async def list_installations(self, workspace_id: str) -> list[PackInstallation]:
+        return await self._read(lambda c: pk.select_installations(c, workspace_id))
+
+    async def count_control_events(
+        self, workspace_id: str, plane: str, owner: tuple[str, str], since: str
+    ) -> list[tuple[str | None, bool, str, int]]:
+        return await self._read(
+            lambda c: pk.count_control_events(c, workspace_id, plane, owner, since))

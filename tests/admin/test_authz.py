@@ -57,6 +57,8 @@ async def _world(console: Console) -> World:
 
 
 def _path(route: AdminRoute, world: World, workspace: str) -> str:
+    if "{framework}" in route.path:
+        return route.path.replace("{framework}", "soc2")
     if "{id}" not in route.path:
         return route.path
     kind = "policies" if "/firewall/" in route.path else route.path.split("/")[2]
@@ -132,6 +134,8 @@ async def test_every_api_route_of_the_app_has_a_table_row(console: Console) -> N
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
 def test_rows_are_well_formed(route: AdminRoute) -> None:
     assert route.path.startswith("/api/") and route.summary
-    assert ("{id}" in route.path) == (route.load is not None)
+    assert ("{" in route.path) == (route.load is not None)
     if route.method in ("POST", "PATCH") and route.access in ("member", "admin"):
-        assert route.access == "admin" and route.body is not None
+        assert route.access == "admin"
+    if route.method == "PATCH":
+        assert route.body is not None

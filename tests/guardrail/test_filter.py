@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from relay.guardrail.policy import GuardrailRuleError, parse_rules
-from relay.store.base import GENESIS_HASH, chain_hash
+from relay.store.base import GENESIS_HASH, GuardrailRecord, chain_hash, rfc3339_now
 from tests.conftest import Relay, RelayFactory, Upstream
 
 EMAIL = "jane.roe@example.org"
@@ -259,3 +259,35 @@ async def test_streamed_tool_call_arguments_are_masked(relay: Relay) -> None:
             for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
                 arguments += (call.function and call.function.arguments) or ""
     assert orjson.loads(arguments) == {"to": "[EMAIL_ADDRESS_1]"}
+
+
+async def test_pack_guardrails_evaluate_all_traffic_beside_the_keys_own(
+    relay: Relay, upstream: Upstream
+) -> None:
+    own = await relay.add_guardrail("enforce", [
+        {"id": "mask-mail", "detectors": ["email_address"], "action": "mask", "on": "input"}])
+    now = rfc3339_now()
+    pack = GuardrailRecord("gr_pack", relay.boot.workspace.id, "pack", "observe", [
+        {"id": "pack.block-pii", "categories": ["pii"], "action": "block", "on": "input"},
+        {"id": "pack.mask-mail", "detectors": ["email_address"], "action": "mask",
+         "on": "input"}], False, "pack:soc2", now, now)
+    await relay.services.store.create_guardrail(pack)
+    await relay.services.access.refresh()
+    async with _client(relay) as client:
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"to {EMAIL}"}])
+    # the key's guardrail masks; the pack's (observe) only records what it would do
+    assert upstream.mock.seen[-1].body["messages"][0]["content"] == "to [EMAIL_ADDRESS_1]"
+    events = [e for e in await _events(relay) if e["location"]["stage"] == "input"]
+    assert sorted((e["guardrail_id"], e["rule_id"], e["outcome"], e["would_have"])
+                  for e in events) == sorted([
+        (own, "mask-mail", "masked", False),
+        ("gr_pack", "pack.block-pii", "flagged", True)])
+    # enforced, the pack's block wins over the key's mask
+    await relay.services.store.update_guardrail("gr_pack", mode="enforce")
+    await relay.services.access.refresh()
+    async with _client(relay) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": f"to {EMAIL}"}])
+    assert caught.value.code == "guardrail_blocked"

@@ -52,10 +52,11 @@ async def _workspace(store: SQLiteStore, name: str = "acme") -> Workspace:
 
 async def test_sqlite_store_is_a_store_and_migrated(sqlite_store: SQLiteStore) -> None:
     store: Store = sqlite_store  # mypy checks the whole protocol here
-    assert await store.schema_version() == LATEST == 4
+    assert await store.schema_version() == LATEST
     conn = sqlite3.connect(sqlite_store.path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"sessions", "login_failures", "audit_log", "evidence_events_feed"} <= tables
+    assert {"sessions", "login_failures", "audit_log", "evidence_events_feed",
+            "pack_installations"} <= tables
     conn.close()
 
 
