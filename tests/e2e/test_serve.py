@@ -329,3 +329,37 @@ async def test_admin_api_changes_reach_every_worker_within_a_second(
             assert response.status == 204
         await _until(lambda: _all_answer(served, made["key"], 401), seconds=1.0)
     assert await served.stop() == 0
+
+
+async def test_go_live_reaches_every_worker_within_a_second(
+    serve: ServeFactory, upstream: Upstream
+) -> None:
+    served = await serve(upstream, "--workers", "2")
+    password = re.search(r"password\s+(\S+)", served.stdout)
+    assert password is not None
+    secret_prompt = {"model": "m", "messages": [
+        {"role": "user", "content": "use AKIAZ7Q3KXW2M4H5PLTB"}]}
+
+    async def all_blocked() -> bool:
+        codes = []
+        for _ in range(10):
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(force_close=True)) as s, s.post(
+                    served.relay_url + "/v1/chat/completions", json=secret_prompt,
+                    headers={"Authorization": f"Bearer {served.key}"}) as response:
+                codes.append(response.status)
+        return codes == [400] * 10
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(served.admin_url + "/api/auth/login", json={
+                "email": "admin@orca.local", "password": password.group(1)}) as response:
+            auth = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        async with http.post(served.admin_url + "/api/compliance/packs/soc2/install",
+                             headers=auth) as response:
+            assert response.status == 201
+        assert not await all_blocked()  # observe: the prompt passes
+        async with http.post(served.admin_url + "/api/compliance/packs/soc2/golive",
+                             json={}, headers=auth) as response:
+            assert response.status == 200
+        await _until(all_blocked, seconds=1.0)
+    assert await served.stop() == 0
