@@ -330,10 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     from relay.audit_commands import add_commands as add_audit_commands
     from relay.firewall.commands import add_commands as add_firewall_commands
     from relay.guardrail.commands import add_commands as add_guardrail_commands
+    from relay.verify_command import add_commands as add_verify_commands
 
     add_guardrail_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_firewall_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_audit_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
+    add_verify_commands(sub)
 
     p = sub.add_parser("demo", help="walk the spec: install SOC 2, observe, go live, block",
                        description="Start a mock upstream and the relay on the embedded "

@@ -29,7 +29,7 @@ from aiohttp import web
 from relay.accounts import BootstrapResult, bootstrap_if_empty
 from relay.admin.app import add_api
 from relay.admin.auth import Sessions
-from relay.compliance.signing import ensure_signing_key
+from relay.compliance.signing import KeyRing, ensure_signing_key
 from relay.config import Settings, parse_listen
 from relay.firewall.filter import FirewallFilter
 from relay.guardrail.detectors import DetectorSet, default_detector_set
@@ -138,7 +138,8 @@ def build_admin_app(services: Services) -> web.Application:
     sessions = Sessions(services.store, settings.session_ttl_seconds,
                         settings.session_idle_seconds)
     add_api(app, services.store, sessions, settings.session_ttl_seconds,
-            services.access.known_detectors, settings.console_origins)
+            services.access.known_detectors, settings.console_origins,
+            KeyRing(settings.effective_signing_key_file), settings.upstream_url)
     return app
 
 

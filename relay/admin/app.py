@@ -15,11 +15,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler as web_Handler
 
-from relay.admin import account, compliance, controls, feeds, keys
+from relay.admin import account, compliance, controls, feeds, keys, public, reports
 from relay.admin.auth import Sessions
 from relay.admin.authz import AdminRoute, add_admin_routes
 from relay.admin.http import json_response
 from relay.admin.openapi import OPENAPI_PATH, document
+from relay.compliance.signing import KeyRing
 from relay.errors import InternalError, MethodNotAllowed, NotFound, RelayError
 from relay.store.base import Store
 
@@ -41,6 +42,14 @@ POLICY_BODY = {"type": "object", "additionalProperties": False, "properties": {
     "invalid_arguments": {"enum": ["allow", "deny"]}, "rules": _RULES}}
 GOLIVE_BODY = {"type": "object", "additionalProperties": False,
                "properties": {"promote_default": {"type": "boolean"}}}
+REPORT_BODY = {"type": "object", "additionalProperties": False, "required": ["framework"],
+               "properties": {"framework": _STR, "format": {"enum": ["pdf", "json", "csv"]}}}
+RESIDENCY_BODY = {"type": "object", "additionalProperties": False, "required": ["region"],
+                  "properties": {"region": {"enum": ["us", "eu", "uk", "ap", "cn", "global",
+                                                     None]}}}
+VERIFY_BODY = {"type": "object", "properties": {
+    name: {"type": "string", "contentEncoding": "base64"}
+    for name in ("statement", "signature", "artifact", "evidence")}}
 LOGIN_BODY = {"type": "object", "additionalProperties": False, "required": ["email", "password"],
               "properties": {"email": _STR, "password": _STR}}
 _PAGE = ("limit", "cursor")
@@ -110,6 +119,35 @@ def routes() -> list[AdminRoute]:
         AdminRoute("GET", "/api/compliance/readiness", compliance.readiness, "member",
                    "Clause by clause readiness of the installed packs",
                    tags=("compliance",)),
+        AdminRoute("POST", "/api/compliance/reports", reports.generate, "admin",
+                   "Generate a signed report (pdf, json or csv)", paid=True,
+                   body=REPORT_BODY, status=201, tags=("reports",)),
+        AdminRoute("GET", "/api/compliance/reports", reports.list_reports, "member",
+                   "List reports", query=_PAGE, tags=("reports",)),
+        AdminRoute("GET", "/api/compliance/reports/{id}/download", reports.download, "admin",
+                   "The artifact, or with bundle=1 the verification bundle (zip)",
+                   paid=True, load=reports.load_report, query=("bundle",),
+                   tags=("reports",)),
+        AdminRoute("POST", "/api/compliance/reports/{id}/share", reports.share, "admin",
+                   "Create a read-only share link for an auditor", paid=True,
+                   load=reports.load_report, status=201, tags=("reports",)),
+        AdminRoute("DELETE", "/api/compliance/share/{id}", reports.revoke_share, "admin",
+                   "Revoke a share link", paid=True, load=reports.load_share, status=204,
+                   tags=("reports",)),
+        AdminRoute("GET", "/api/compliance/residency", reports.get_residency, "member",
+                   "The workspace's declared region", tags=("residency",)),
+        AdminRoute("PUT", "/api/compliance/residency", reports.put_residency, "admin",
+                   "Declare the workspace's region (null to unset)", paid=True,
+                   body=RESIDENCY_BODY, tags=("residency",)),
+        AdminRoute("GET", "/api/public/compliance/share/{token}", public.shared_report,
+                   "public", "A shared report (HTML, JSON, or download=1 for the bundle)",
+                   query=("download",), tags=("public",)),
+        AdminRoute("GET", "/api/public/compliance/pubkey", public.pubkey, "public",
+                   "The report-signing public key (PEM; format=jwks for every key)",
+                   query=("kid", "format"), tags=("public",)),
+        AdminRoute("POST", "/api/public/compliance/verify", public.verify, "public",
+                   "Verify a bundle (application/zip) or its parts (JSON, base64)",
+                   body=VERIFY_BODY, tags=("public",)),
         AdminRoute("GET", OPENAPI_PATH, openapi, "public", "This document",
                    tags=("meta",)),
     ]
@@ -143,8 +181,11 @@ async def errors_as_json(request: web.Request, handler: web_Handler) -> web.Stre
 
 
 def add_api(app: web.Application, store: Store, sessions: Sessions, ttl_seconds: float,
-            detector_ids: Collection[str], console_origins: tuple[str, ...]) -> None:
+            detector_ids: Collection[str], console_origins: tuple[str, ...],
+            keyring: KeyRing, upstream_url: str) -> None:
     app.middlewares.append(errors_as_json)
+    app[reports.KEYRING] = keyring
+    app[reports.UPSTREAM_URL] = upstream_url
     app[account.SESSIONS] = sessions
     app[account.SESSION_TTL] = ttl_seconds
     app[controls.DETECTOR_IDS] = detector_ids

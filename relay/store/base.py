@@ -147,6 +147,32 @@ class PackInstallation:
     live_at: str | None = None
 
 
+REGIONS = ("us", "eu", "uk", "ap", "cn", "global")
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    id: str
+    workspace_id: str
+    framework: str
+    format: str  # "pdf" | "json" | "csv"
+    region: str | None  # the residency stamp at generation; None = unstamped
+    created_at: str
+    evidence_sha256: str
+    content_sha256: str
+    kid: str
+
+
+@dataclass(frozen=True)
+class ShareRecord:
+    id: str
+    workspace_id: str
+    report_id: str
+    token_hash: str  # SHA-256 of the share token; the token itself is never stored
+    created_at: str
+    revoked_at: str | None = None
+
+
 @dataclass(frozen=True)
 class SessionRecord:
     """A console session. The token itself is never stored, only its SHA-256."""
@@ -308,6 +334,30 @@ class Store(Protocol):
         asked), the installation to live, and the audit entry, in one transaction."""
 
     async def list_installations(self, workspace_id: str) -> list[PackInstallation]: ...
+
+    # ---- signed reports, share links, residency ----------------------------------------
+
+    async def get_residency(self, workspace_id: str) -> str | None: ...
+    async def set_residency(
+        self, workspace_id: str, region: str | None, *, audit: AuditDraft
+    ) -> str | None: ...
+    async def evidence_log_head(self, workspace_id: str) -> dict[str, Any]:
+        """{"first_seq", "last_seq", "head_hash", "events"} of the workspace's chain."""
+
+    async def create_report(
+        self, record: ReportRecord, files: dict[str, bytes], *, audit: AuditDraft
+    ) -> ReportRecord:
+        """The report and its files (in the partition of its region) in one transaction."""
+
+    async def list_reports(self, workspace_id: str) -> list[ReportRecord]: ...
+    async def get_report(self, report_id: str) -> ReportRecord | None: ...
+    async def report_file(self, report: ReportRecord, name: str) -> bytes | None: ...
+    async def create_share(self, record: ShareRecord, *, audit: AuditDraft) -> ShareRecord: ...
+    async def get_share(self, share_id: str) -> ShareRecord | None: ...
+    async def share_by_token(self, token_hash: str) -> ShareRecord | None: ...
+    async def revoke_share(
+        self, share_id: str, at: str, *, audit: AuditDraft
+    ) -> ShareRecord | None: ...
 
     # ---- console sessions, login throttling, audit trail -------------------------------
 

@@ -157,6 +157,46 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        6,
+        """
+        CREATE TABLE residency (
+            workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id),
+            region TEXT CHECK (region IN ('us', 'eu', 'uk', 'ap', 'cn', 'global')),
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE reports (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            framework TEXT NOT NULL,
+            format TEXT NOT NULL CHECK (format IN ('pdf', 'json', 'csv')),
+            region TEXT,
+            created_at TEXT NOT NULL,
+            evidence_sha256 TEXT NOT NULL,
+            content_sha256 TEXT NOT NULL,
+            kid TEXT NOT NULL
+        );
+        CREATE INDEX reports_workspace ON reports (workspace_id, created_at);
+        CREATE TABLE report_files (
+            -- files live in the partition of their report's region, an empty text for
+            -- unstamped reports, which PostgreSQL can list-partition onto regional storage
+
+            region TEXT NOT NULL,
+            report_id TEXT NOT NULL REFERENCES reports(id),
+            name TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (region, report_id, name)
+        );
+        CREATE TABLE shares (
+            id TEXT PRIMARY KEY,
+            workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+            report_id TEXT NOT NULL REFERENCES reports(id),
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -39,7 +39,12 @@ from relay.store.base import (
     utc_now,
 )
 from relay.store.migrations import MIGRATIONS
-from relay.store.sqlite_methods import ConsoleMethods, ControlMethods, PackMethods
+from relay.store.sqlite_methods import (
+    ConsoleMethods,
+    ControlMethods,
+    PackMethods,
+    ReportMethods,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("orca.store")
@@ -81,7 +86,7 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteStore(ControlMethods, ConsoleMethods, PackMethods):
+class SQLiteStore(ControlMethods, ConsoleMethods, PackMethods, ReportMethods):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = url.removeprefix("sqlite:///") or ":memory:"

@@ -16,6 +16,7 @@ from relay.store import sqlite_evidence as ev
 from relay.store import sqlite_firewall as fw
 from relay.store import sqlite_keys as kq
 from relay.store import sqlite_packs as pk
+from relay.store import sqlite_reports as rp
 from relay.store.base import (
     AuditDraft,
     FirewallPolicyRecord,
@@ -23,7 +24,9 @@ from relay.store.base import (
     PackInstallation,
     QuotaPeriod,
     RelayKey,
+    ReportRecord,
     SessionRecord,
+    ShareRecord,
     UsageDelta,
 )
 
@@ -175,3 +178,48 @@ class PackMethods(_Jobs):
     ) -> list[tuple[str | None, bool, str, int]]:
         return await self._read(
             lambda c: pk.count_control_events(c, workspace_id, plane, owner, since))
+
+
+class ReportMethods(_Jobs):
+    async def get_residency(self, workspace_id: str) -> str | None:
+        return await self._read(lambda c: rp.get_residency(c, workspace_id))
+
+    async def set_residency(
+        self, workspace_id: str, region: str | None, *, audit: AuditDraft
+    ) -> str | None:
+        await self._write(adm.audited(lambda c: rp.set_residency(c, workspace_id, region),
+                                      audit))
+        return region
+
+    async def evidence_log_head(self, workspace_id: str) -> dict[str, Any]:
+        return await self._read(lambda c: rp.log_head(c, workspace_id))
+
+    async def create_report(
+        self, record: ReportRecord, files: dict[str, bytes], *, audit: AuditDraft
+    ) -> ReportRecord:
+        return await self._write(adm.audited(lambda c: rp.insert_report(c, record, files),
+                                             audit))
+
+    async def list_reports(self, workspace_id: str) -> list[ReportRecord]:
+        return await self._read(lambda c: rp.select_reports(c, workspace_id))
+
+    async def get_report(self, report_id: str) -> ReportRecord | None:
+        return await self._read(lambda c: rp.select_report(c, report_id))
+
+    async def report_file(self, report: ReportRecord, name: str) -> bytes | None:
+        return await self._read(lambda c: rp.select_file(c, report, name))
+
+    async def create_share(self, record: ShareRecord, *, audit: AuditDraft) -> ShareRecord:
+        return await self._write(adm.audited(lambda c: rp.insert_share(c, record), audit))
+
+    async def get_share(self, share_id: str) -> ShareRecord | None:
+        return await self._read(lambda c: rp.select_share(c, "id", share_id))
+
+    async def share_by_token(self, token_hash: str) -> ShareRecord | None:
+        return await self._read(lambda c: rp.select_share(c, "token_hash", token_hash))
+
+    async def revoke_share(
+        self, share_id: str, at: str, *, audit: AuditDraft
+    ) -> ShareRecord | None:
+        return await self._write(adm.audited(lambda c: rp.revoke_share(c, share_id, at),
+                                             audit))
