@@ -225,6 +225,18 @@ def cmd_key_set_guardrail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signing_key_rotate(args: argparse.Namespace) -> int:
+    from relay.compliance.signing import KeyRing
+
+    ring = KeyRing(_settings(args).effective_signing_key_file)
+    old = ring.current_kid
+    new = ring.rotate()
+    emit(args, {"retired_kid": old, "kid": new, "kids": ring.kids()},
+         f"signing key rotated: {old} retired (its public key stays published), now {new}; "
+         "restart running relays to sign with it")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from relay.demo import main as demo_main
 
@@ -336,6 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_firewall_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_audit_commands(sub, _store_options, lambda run: lambda a: run(a, _with_store))
     add_verify_commands(sub)
+
+    p = sub.add_parser("signing-key", help="manage the report-signing key").add_subparsers(
+        dest="action", required=True, metavar="ACTION").add_parser(
+        "rotate", help="start signing reports with a new key",
+        description="Retire the report-signing key (its public key stays published at "
+        "/api/public/compliance/pubkey, so earlier reports still verify) and create a new "
+        "one. Running relays sign with the new key after a restart.")
+    _json_and_store_options(p)
+    p.set_defaults(func=cmd_signing_key_rotate)
 
     p = sub.add_parser("demo", help="walk the spec: install SOC 2, observe, go live, block",
                        description="Start a mock upstream and the relay on the embedded "

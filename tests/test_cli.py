@@ -146,3 +146,13 @@ def test_cli_changes_land_in_the_audit_trail(tmp_path: Path) -> None:
         conn.execute("UPDATE audit_log SET body = replace(body, 'key.revoke', 'key.update')")
     broken = run("audit", "verify", *d)
     assert broken.returncode == 1 and "NOT intact" in broken.stdout
+
+
+def test_signing_key_rotation_keeps_old_public_keys(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    first = orjson.loads(run("signing-key", "rotate", "--json", *d).stdout)
+    second = orjson.loads(run("signing-key", "rotate", "--json", *d).stdout)
+    assert second["retired_kid"] == first["kid"] != second["kid"]
+    assert set(second["kids"]) == {first["retired_kid"], first["kid"], second["kid"]}
+    key = tmp_path / "signing" / "ed25519.pem"
+    assert key.stat().st_mode & 0o777 == 0o600

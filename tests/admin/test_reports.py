@@ -72,6 +72,11 @@ async def test_a_report_verifies_three_ways_and_one_byte_breaks_each(
     assert statement["content_sha256"] == hashlib.sha256(files[f"report.{fmt}"]).hexdigest()
     assert statement["evidence_sha256"] == hashlib.sha256(files["evidence.json"]).hexdigest()
     assert AWS_KEY not in files["evidence.json"].decode()
+    evidence = orjson.loads(files["evidence.json"])
+    assert evidence["coverage"]["counts"]["enforcing"] >= 2  # live: section 8's coverage
+    assert {g["clause_id"] for g in evidence["gaps"]} >= {"CC1.4", "CC9.2"}
+    head = await console.relay.services.store.evidence_log_head(console.relay.boot.workspace.id)
+    assert evidence["event_log"]["head_hash"] == head["head_hash"] != "0" * 64
     # 1. the public verify route
     status, answer, _ = await _public(console, "/api/public/compliance/verify", method="POST",
                                       data=bundle.body,
