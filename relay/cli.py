@@ -237,6 +237,12 @@ def cmd_signing_key_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    version = _with_store(args, lambda store: store.schema_version())
+    emit(args, {"schema_version": version}, f"store migrated: schema version {version}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from relay.demo import main as demo_main
 
@@ -357,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         "one. Running relays sign with the new key after a restart.")
     _json_and_store_options(p)
     p.set_defaults(func=cmd_signing_key_rotate)
+
+    p = sub.add_parser("migrate", help="apply the store's migrations and exit",
+                       description="Open the store named by ORCA_DATABASE_URL (or the "
+                       "embedded SQLite), apply any migration it lacks, print its schema "
+                       "version. The Kubernetes migration Job runs this before a rollout.")
+    _json_and_store_options(p)
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("demo", help="walk the spec: install SOC 2, observe, go live, block",
                        description="Start a mock upstream and the relay on the embedded "

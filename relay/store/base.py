@@ -396,7 +396,9 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(url)
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "ORCA_DATABASE_URL: the PostgreSQL backend is not built yet; use sqlite:///PATH"
-        )
-    raise StoreError(f"ORCA_DATABASE_URL: unsupported scheme in {url!r} (sqlite:///PATH)")
+        from relay.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(
+        f"ORCA_DATABASE_URL: unsupported scheme in {url!r} (sqlite:///PATH or postgresql://…)"
+    )

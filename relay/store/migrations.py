@@ -1,7 +1,8 @@
 """Versioned schema migrations, applied in order, each once, each in one transaction.
 
 The SQL sticks to what SQLite and PostgreSQL both accept (TEXT ids, BIGINT counters,
-RFC 3339 TEXT timestamps) so both backends share this list.
+RFC 3339 TEXT timestamps, BYTEA for bytes: SQLite takes any type name and stores bytes as
+a BLOB whatever the column's affinity) so both backends share this list.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             region TEXT NOT NULL,
             report_id TEXT NOT NULL REFERENCES reports(id),
             name TEXT NOT NULL,
-            data BLOB NOT NULL,
+            data BYTEA NOT NULL,
             PRIMARY KEY (region, report_id, name)
         );
         CREATE TABLE shares (

@@ -38,6 +38,7 @@ from relay.store.base import (
     rfc3339,
     utc_now,
 )
+from relay.store.changes import drain
 from relay.store.migrations import MIGRATIONS
 from relay.store.sqlite_methods import (
     ConsoleMethods,
@@ -162,21 +163,8 @@ class SQLiteStore(ControlMethods, ConsoleMethods, PackMethods, ReportMethods):
         assert conn is not None
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            batch: list[_Pending] = []
-            if first is None:
-                stopping = True
-            else:
-                batch.append(first)
-            while len(batch) < BATCH_LIMIT:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
+            batch, stopping = drain(self._queue.get(), self._queue.get_nowait, queue.Empty,
+                                    BATCH_LIMIT)
             if batch:
                 self._commit_batch(conn, batch)
         conn.close()

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from relay.store.base import GENESIS_HASH, GuardrailRecord, chain_hash, rfc3339, utc_now
+from relay.store.base import GENESIS_HASH, GuardrailRecord, chain_hash
+from relay.store.changes import guardrail_changes
 from relay.store.sqlite_admin import chained_documents, moment
 
 _GUARDRAIL_COLUMNS = (
@@ -66,15 +67,9 @@ def update_guardrail(
     ).fetchone()
     if row is None:
         return None
-    changes: dict[str, Any] = {
-        "name": name, "mode": mode,
-        "rules": None if rules is None else orjson.dumps(rules).decode(),
-        "is_default": None if is_default is None else int(is_default),
-    }
-    sets = {column: value for column, value in changes.items() if value is not None}
+    sets = guardrail_changes(name, mode, is_default, rules)
     if is_default:
         conn.execute("UPDATE guardrails SET is_default = 0 WHERE workspace_id = ?", (row[1],))
-    sets["updated_at"] = rfc3339(utc_now())
     assignments = ", ".join(f"{column} = ?" for column in sets)
     conn.execute(f"UPDATE guardrails SET {assignments} WHERE id = ?",
                  (*sets.values(), guardrail_id))

@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 
-from relay.store.base import FirewallPolicyRecord, rfc3339, utc_now
+from relay.store.base import FirewallPolicyRecord
+from relay.store.changes import policy_changes
 from relay.store.sqlite_evidence import bump_state
 
 _COLUMNS = "id, workspace_id, name, mode, document, source, created_at, updated_at"
@@ -40,11 +41,7 @@ def update_policy(
     conn: sqlite3.Connection, policy_id: str, name: str | None, mode: str | None,
     document: dict[str, Any] | None,
 ) -> FirewallPolicyRecord | None:
-    changes: dict[str, Any] = {"name": name, "mode": mode,
-                               "document": None if document is None else
-                               orjson.dumps(document).decode()}
-    sets = {column: value for column, value in changes.items() if value is not None}
-    sets["updated_at"] = rfc3339(utc_now())
+    sets = policy_changes(name, mode, document)
     assignments = ", ".join(f"{column} = ?" for column in sets)
     cursor = conn.execute(f"UPDATE firewall_policies SET {assignments} WHERE id = ?",
                           (*sets.values(), policy_id))

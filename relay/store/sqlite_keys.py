@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay.store.base import QuotaPeriod, RelayKey, UsageDelta, rfc3339, utc_now
+from relay.store.changes import key_changes
 from relay.store.sqlite_evidence import bump_state
 
 _COLUMNS = (
@@ -76,16 +77,7 @@ def update_key(
     conn: sqlite3.Connection, key_id: str, name: str | None,
     quota: tuple[int | None, QuotaPeriod | None] | None, guardrail_id: tuple[str | None] | None,
 ) -> RelayKey | None:
-    sets: dict[str, Any] = {}
-    if name is not None:
-        sets["name"] = name
-    if quota is not None:
-        tokens, period = quota
-        if (tokens is None) != (period is None):
-            raise ValueError("quota: tokens and period are both given or both None")
-        sets["quota_tokens"], sets["quota_period"] = tokens, period
-    if guardrail_id is not None:
-        (sets["guardrail_id"],) = guardrail_id
+    sets = key_changes(name, quota, guardrail_id)
     if sets:
         assignments = ", ".join(f"{column} = ?" for column in sets)
         cursor = conn.execute(f"UPDATE relay_keys SET {assignments} WHERE id = ?",

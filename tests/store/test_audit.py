@@ -1,12 +1,12 @@
 """The audit chain's verification: `verify_audit_chain` and `orca-relay audit verify`
-find an edited, a deleted and two reordered entries in a real SQLite file."""
+find an edited, a deleted and two reordered entries, in a real SQLite file and in a
+PostgreSQL schema (rows changed past the store, with sqlite3 and with asyncpg)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,15 +14,15 @@ import pytest
 
 from relay.cli import main
 from relay.store.audit import verify_audit_chain
-from relay.store.base import GENESIS_HASH, AuditDraft
-from relay.store.sqlite import SQLiteStore
+from relay.store.base import GENESIS_HASH, AuditDraft, open_store
+from tests.store.conftest import raw_execute
 
 
-def _trail(path: Path) -> tuple[str, str]:
+def _trail(url: str) -> tuple[str, str]:
     """Two workspaces with 4 and 2 audit entries; their ids."""
 
     async def build() -> tuple[str, str]:
-        store = SQLiteStore(f"sqlite:///{path}")
+        store = open_store(url)
         await store.open()
         try:
             a = await store.create_workspace("a", "paid")
@@ -39,9 +39,9 @@ def _trail(path: Path) -> tuple[str, str]:
     return asyncio.run(build())
 
 
-def _chain(path: Path, workspace_id: str | None = None) -> list[dict[str, Any]]:
+def _chain(url: str, workspace_id: str | None = None) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
-        store = SQLiteStore(f"sqlite:///{path}")
+        store = open_store(url)
         await store.open()
         try:
             return await store.audit_chain(workspace_id)
@@ -51,22 +51,24 @@ def _chain(path: Path, workspace_id: str | None = None) -> list[dict[str, Any]]:
     return asyncio.run(read())
 
 
-def _edit(conn: sqlite3.Connection, ws: str) -> None:
-    conn.execute("UPDATE audit_log SET body = replace(body, 'rep_2', 'rep_9') "
-                 "WHERE workspace_id = ? AND seq = 3", (ws,))
+Statements = list[tuple[str, tuple[Any, ...]]]
 
 
-def _delete(conn: sqlite3.Connection, ws: str) -> None:
-    conn.execute("DELETE FROM audit_log WHERE workspace_id = ? AND seq = 2", (ws,))
+def _edit(ws: str) -> Statements:
+    return [("UPDATE audit_log SET body = replace(body, 'rep_2', 'rep_9') "
+             "WHERE workspace_id = ? AND seq = 3", (ws,))]
 
 
-def _reorder(conn: sqlite3.Connection, ws: str) -> None:
-    for old, new in ((2, -2), (3, 2), (-2, 3)):
-        conn.execute("UPDATE audit_log SET seq = ? WHERE workspace_id = ? AND seq = ?",
-                     (new, ws, old))
+def _delete(ws: str) -> Statements:
+    return [("DELETE FROM audit_log WHERE workspace_id = ? AND seq = 2", (ws,))]
 
 
-Tamper = Callable[[sqlite3.Connection, str], None]
+def _reorder(ws: str) -> Statements:
+    return [("UPDATE audit_log SET seq = ? WHERE workspace_id = ? AND seq = ?", (new, ws, old))
+            for old, new in ((2, -2), (3, 2), (-2, 3))]
+
+
+Tamper = Callable[[str], Statements]
 TAMPERING: list[tuple[Tamper, str]] = [
     (_edit, "seq 3: hash does not match"),
     (_delete, "seq 3: seq gap (follows seq 1)"),
@@ -74,17 +76,22 @@ TAMPERING: list[tuple[Tamper, str]] = [
 ]
 
 
-def _tamper(path: Path, how: Tamper, ws: str) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        how(conn, ws)
-    conn.close()
+def _tamper(url: str, how: Tamper, ws: str) -> None:
+    """Change the rows directly: sqlite3 on the file, asyncpg in the schema."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        with conn:
+            for sql, params in how(ws):
+                conn.execute(sql, params)
+        conn.close()
+        return
+    for sql, params in how(ws):
+        asyncio.run(raw_execute(url, sql, *params))
 
 
-def test_an_untouched_trail_verifies(tmp_path: Path) -> None:
-    path = tmp_path / "orca.db"
-    a, b = _trail(path)
-    entries = _chain(path)
+def test_an_untouched_trail_verifies(store_url: str) -> None:
+    a, b = _trail(store_url)
+    entries = _chain(store_url)
     assert [(e["workspace_id"], e["seq"]) for e in entries] == sorted(
         [(a, n) for n in range(1, 5)] + [(b, n) for n in range(1, 3)])
     assert verify_audit_chain(entries) == []
@@ -92,15 +99,14 @@ def test_an_untouched_trail_verifies(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("how", "problem"), TAMPERING, ids=["edited", "deleted", "reordered"])
-def test_tampering_is_found(tmp_path: Path, how: Tamper, problem: str) -> None:
-    path = tmp_path / "orca.db"
-    a, b = _trail(path)
-    _tamper(path, how, a)
-    problems = verify_audit_chain(_chain(path))
+def test_tampering_is_found(store_url: str, how: Tamper, problem: str) -> None:
+    a, b = _trail(store_url)
+    _tamper(store_url, how, a)
+    problems = verify_audit_chain(_chain(store_url))
     assert problems, "tampering went unnoticed"
     assert all(a in p for p in problems)  # the other workspace's chain is intact
     assert any(problem in p for p in problems), problems
-    assert verify_audit_chain(_chain(path, b)) == []
+    assert verify_audit_chain(_chain(store_url, b)) == []
 
 
 def test_link_and_field_problems_are_reported() -> None:
@@ -115,14 +121,13 @@ def test_link_and_field_problems_are_reported() -> None:
 
 
 def test_the_cli_exits_0_when_intact_and_1_with_each_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "orca.db"
-    a, b = _trail(path)
-    store = ["--database-url", f"sqlite:///{path}"]
+    a, b = _trail(store_url)
+    store = ["--database-url", store_url]
     assert main(["audit", "verify", *store]) == 0
     assert "intact: 6 entries in 2 workspace(s)" in capsys.readouterr().out
-    _tamper(path, _edit, a)
+    _tamper(store_url, _edit, a)
     assert main(["audit", "verify", *store]) == 1
     out = capsys.readouterr().out
     assert f"workspace {a} seq 3: hash does not match the entry's content" in out

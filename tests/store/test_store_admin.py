@@ -1,6 +1,6 @@
-"""The console's store methods on a real SQLite file: users, key and guardrail updates,
-audited mutations (one transaction with their audit entry), the audit chain, the
-evidence feed query, sessions and login-failure counting."""
+"""The console's store methods on both backends (a SQLite file, a PostgreSQL schema):
+users, key and guardrail updates, audited mutations (one transaction with their audit
+entry), the audit chain, the evidence feed query, sessions and login-failure counting."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from relay.store.base import (
     rfc3339_now,
 )
 from relay.store.migrations import LATEST
+from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SQLiteStore
+from tests.store.conftest import AnyStore, raw_rows
 
 
 def _draft(ws: str, action: str, target: str, **kw: Any) -> AuditDraft:
@@ -46,7 +48,7 @@ def _policy(ws: str, mode: str = "shadow") -> FirewallPolicyRecord:
                                 "user", now, now)
 
 
-async def _workspace(store: SQLiteStore, name: str = "acme") -> Workspace:
+async def _workspace(store: AnyStore, name: str = "acme") -> Workspace:
     return await store.create_workspace(name, "paid")
 
 
@@ -60,62 +62,77 @@ async def test_sqlite_store_is_a_store_and_migrated(sqlite_store: SQLiteStore) -
     conn.close()
 
 
-async def test_get_user(sqlite_store: SQLiteStore) -> None:
-    user = await sqlite_store.create_user("a@example.com", "h")
-    assert await sqlite_store.get_user(user.id) == user
-    assert await sqlite_store.get_user("usr_missing") is None
+async def test_postgres_store_is_a_store_and_migrated(postgres_store: PostgresStore) -> None:
+    store: Store = postgres_store  # mypy checks the whole protocol here
+    assert await store.schema_version() == LATEST
+    names = await raw_rows(
+        postgres_store, "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = current_schema() UNION SELECT indexname FROM pg_indexes "
+        "WHERE schemaname = current_schema()")
+    assert {"sessions", "login_failures", "audit_log", "evidence_events_feed",
+            "pack_installations", "report_files"} <= {n for (n,) in names}
+    column = await raw_rows(postgres_store, "SELECT data_type FROM information_schema.columns "
+                            "WHERE table_schema = current_schema() "
+                            "AND table_name = 'report_files' AND column_name = 'data'")
+    assert column == [("bytea",)]
 
 
-async def test_update_key_changes_only_what_is_given(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
+async def test_get_user(store: AnyStore) -> None:
+    user = await store.create_user("a@example.com", "h")
+    assert await store.get_user(user.id) == user
+    assert await store.get_user("usr_missing") is None
+
+
+async def test_update_key_changes_only_what_is_given(store: AnyStore) -> None:
+    ws = await _workspace(store)
     record, _ = new_relay_key(ws.id, "ci", 100, "day")
-    await sqlite_store.create_key(record)
-    version = await sqlite_store.state_version()
-    renamed = await sqlite_store.update_key(record.id, name="deploy")
+    await store.create_key(record)
+    version = await store.state_version()
+    renamed = await store.update_key(record.id, name="deploy")
     assert renamed is not None and renamed.name == "deploy"
     assert (renamed.quota_tokens, renamed.quota_period) == (100, "day")
-    assert await sqlite_store.state_version() == version + 1
-    requota = await sqlite_store.update_key(record.id, quota=(5_000, "month"),
+    assert await store.state_version() == version + 1
+    requota = await store.update_key(record.id, quota=(5_000, "month"),
                                             guardrail_id=("gr_x",))
     assert requota is not None
     assert (requota.quota_tokens, requota.quota_period, requota.guardrail_id) == (
         5_000, "month", "gr_x")
     assert requota.name == "deploy"
-    cleared = await sqlite_store.update_key(record.id, quota=(None, None), guardrail_id=(None,))
+    cleared = await store.update_key(record.id, quota=(None, None), guardrail_id=(None,))
     assert cleared is not None
     assert (cleared.quota_tokens, cleared.quota_period, cleared.guardrail_id) == (
         None, None, None)
-    assert await sqlite_store.get_key(record.id) == cleared
-    assert await sqlite_store.update_key("key_missing", name="x") is None
+    assert await store.get_key(record.id) == cleared
+    assert await store.update_key("key_missing", name="x") is None
     with pytest.raises(ValueError, match="both"):
-        await sqlite_store.update_key(record.id, quota=(10, None))
+        await store.update_key(record.id, quota=(10, None))
 
 
-async def test_update_guardrail_name_and_rules(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
-    first = await sqlite_store.create_guardrail(_guardrail(ws.id, "one"))
-    second = await sqlite_store.create_guardrail(_guardrail(ws.id, "two"))
+async def test_update_guardrail_name_and_rules(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    first = await store.create_guardrail(_guardrail(ws.id, "one"))
+    second = await store.create_guardrail(_guardrail(ws.id, "two"))
     rules = [{"id": "r1", "categories": ["secret"], "action": "block", "on": "input"}]
-    version = await sqlite_store.state_version()
-    updated = await sqlite_store.update_guardrail(first.id, name="renamed", rules=rules)
+    version = await store.state_version()
+    updated = await store.update_guardrail(first.id, name="renamed", rules=rules)
     assert updated is not None
     assert (updated.name, updated.rules, updated.mode) == ("renamed", rules, "observe")
     assert updated.updated_at >= first.updated_at
-    assert await sqlite_store.state_version() > version
-    await sqlite_store.update_guardrail(first.id, is_default=True, mode="enforce")
-    await sqlite_store.update_guardrail(second.id, is_default=True)
-    by_id = {g.id: g for g in await sqlite_store.list_guardrails(ws.id)}
+    assert await store.state_version() > version
+    await store.update_guardrail(first.id, is_default=True, mode="enforce")
+    await store.update_guardrail(second.id, is_default=True)
+    by_id = {g.id: g for g in await store.list_guardrails(ws.id)}
     assert not by_id[first.id].is_default and by_id[first.id].mode == "enforce"
     assert by_id[second.id].is_default
-    assert await sqlite_store.update_guardrail("gr_missing", name="x") is None
+    assert await store.update_guardrail("gr_missing", name="x") is None
 
 
 # ---- audited mutations --------------------------------------------------------------------
 
 
-async def test_every_audited_mutation_appends_its_entry(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
-    s = sqlite_store
+async def test_every_audited_mutation_appends_its_entry(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    s = store
     key, _ = new_relay_key(ws.id, "ci")
 
     def name_of(result: Any) -> dict[str, Any]:
@@ -148,85 +165,85 @@ async def test_every_audited_mutation_appends_its_entry(sqlite_store: SQLiteStor
     assert verify_audit_chain(await s.audit_chain(ws.id)) == []
 
 
-async def test_a_failing_mutation_writes_no_audit_entry(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
+async def test_a_failing_mutation_writes_no_audit_entry(store: AnyStore) -> None:
+    ws = await _workspace(store)
     key, _ = new_relay_key(ws.id, "ci")
-    await sqlite_store.create_key(key)
+    await store.create_key(key)
     duplicate = RelayKey(new_id("key"), ws.id, "dup", key.key_hash, "sk-orca-x", rfc3339_now())
     with pytest.raises(Conflict):
-        await sqlite_store.create_key(duplicate, audit=_draft(ws.id, "key.create", "k"))
+        await store.create_key(duplicate, audit=_draft(ws.id, "key.create", "k"))
     with pytest.raises(StoreError):  # CHECK (mode IN ('shadow', 'enforce'))
-        await sqlite_store.create_firewall_policy(
+        await store.create_firewall_policy(
             _policy(ws.id, "block"), audit=_draft(ws.id, "firewall.create", "fw"))
-    assert await sqlite_store.list_audit(ws.id) == []
+    assert await store.list_audit(ws.id) == []
 
 
-async def test_nothing_found_writes_no_audit_entry(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
+async def test_nothing_found_writes_no_audit_entry(store: AnyStore) -> None:
+    ws = await _workspace(store)
     draft = _draft(ws.id, "key.revoke", "key_missing", after=lambda r: {"revoked": True})
-    assert await sqlite_store.revoke_key("key_missing", audit=draft) is None
-    assert await sqlite_store.update_key("key_missing", name="x", audit=draft) is None
-    assert await sqlite_store.update_guardrail("gr_missing", mode="enforce", audit=draft) is None
-    assert await sqlite_store.update_firewall_policy("fw_missing", mode="enforce",
+    assert await store.revoke_key("key_missing", audit=draft) is None
+    assert await store.update_key("key_missing", name="x", audit=draft) is None
+    assert await store.update_guardrail("gr_missing", mode="enforce", audit=draft) is None
+    assert await store.update_firewall_policy("fw_missing", mode="enforce",
                                                      audit=draft) is None
-    assert await sqlite_store.audit_chain() == []
+    assert await store.audit_chain() == []
 
 
 async def test_an_audit_entry_that_cannot_be_written_undoes_the_change(
-    sqlite_store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
-    ws = await _workspace(sqlite_store)
+    ws = await _workspace(store)
     key, _ = new_relay_key(ws.id, "ci")
-    version = await sqlite_store.state_version()
+    version = await store.state_version()
 
     def broken(result: Any) -> dict[str, Any]:
         raise RuntimeError("after-state failed")
 
     with pytest.raises(RuntimeError):
-        await sqlite_store.create_key(key, audit=_draft(ws.id, "key.create", key.id,
+        await store.create_key(key, audit=_draft(ws.id, "key.create", key.id,
                                                         after=broken))
     with pytest.raises(ValueError, match="audit action"):
-        await sqlite_store.create_key(key, audit=_draft(ws.id, "key.explode", key.id))
+        await store.create_key(key, audit=_draft(ws.id, "key.explode", key.id))
     with pytest.raises(Conflict):  # the audit row's workspace must exist
-        await sqlite_store.create_key(key, audit=_draft("ws_missing", "key.create", key.id))
-    assert await sqlite_store.get_key(key.id) is None
-    assert await sqlite_store.state_version() == version
-    assert await sqlite_store.audit_chain() == []
+        await store.create_key(key, audit=_draft("ws_missing", "key.create", key.id))
+    assert await store.get_key(key.id) is None
+    assert await store.state_version() == version
+    assert await store.audit_chain() == []
 
 
 # ---- the audit chain ----------------------------------------------------------------------
 
 
 async def test_the_chain_is_gapless_per_workspace_and_verifies(
-    sqlite_store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
-    a = await _workspace(sqlite_store, "a")
-    b = await _workspace(sqlite_store, "b")
-    first = await sqlite_store.append_audit(_draft(a.id, "session.login", "usr_1"))
+    a = await _workspace(store, "a")
+    b = await _workspace(store, "b")
+    first = await store.append_audit(_draft(a.id, "session.login", "usr_1"))
     assert first["seq"] == 1 and first["prev_hash"] == GENESIS_HASH
     for i in range(5):
-        await sqlite_store.append_audit(_draft(a.id, "report.generate", f"rep_{i}"))
-        await sqlite_store.append_audit(_draft(b.id, "share.create", f"sh_{i}"))
-    chain_a = await sqlite_store.audit_chain(a.id)
-    chain_b = await sqlite_store.audit_chain(b.id)
+        await store.append_audit(_draft(a.id, "report.generate", f"rep_{i}"))
+        await store.append_audit(_draft(b.id, "share.create", f"sh_{i}"))
+    chain_a = await store.audit_chain(a.id)
+    chain_b = await store.audit_chain(b.id)
     assert [e["seq"] for e in chain_a] == list(range(1, 7))
     assert [e["seq"] for e in chain_b] == list(range(1, 6))
     assert chain_a[0] == first
     assert chain_b[0]["prev_hash"] == GENESIS_HASH
     for prev, entry in itertools.pairwise(chain_a):
         assert entry["prev_hash"] == prev["hash"]
-    everything = await sqlite_store.audit_chain()
+    everything = await store.audit_chain()
     assert len(everything) == 11 and verify_audit_chain(everything) == []
-    page = await sqlite_store.list_audit(a.id, limit=2)
+    page = await store.list_audit(a.id, limit=2)
     assert [e["seq"] for e in page] == [6, 5]
-    older = await sqlite_store.list_audit(a.id, before_seq=page[-1]["seq"], limit=10)
+    older = await store.list_audit(a.id, before_seq=page[-1]["seq"], limit=10)
     assert [e["seq"] for e in older] == [4, 3, 2, 1]
     assert older[-1] == first
 
 
-async def test_append_audit_calls_after_with_no_result(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
-    entry = await sqlite_store.append_audit(
+async def test_append_audit_calls_after_with_no_result(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    entry = await store.append_audit(
         _draft(ws.id, "session.login", "usr_1", before=None,
                after=lambda result: {"result": result, "method": "password"}))
     assert entry["after"] == {"result": None, "method": "password"}
@@ -240,7 +257,7 @@ def _event(ws: str, at: str, plane: str = "guardrail", **fields: Any) -> Evidenc
                          fields, at=at)
 
 
-async def _feed(store: SQLiteStore, ws: str) -> None:
+async def _feed(store: AnyStore, ws: str) -> None:
     events = [
         _event(ws, f"2026-11-23T10:00:0{i}.000000Z", request_id=f"req_{i % 2}",
                verdict="block" if i % 3 == 0 else "allow", detector="email",
@@ -252,27 +269,27 @@ async def _feed(store: SQLiteStore, ws: str) -> None:
     await store.append_events(events)
 
 
-async def test_query_events_newest_first_with_pages(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
-    await _feed(sqlite_store, ws.id)
-    page = await sqlite_store.query_events(ws.id, "guardrail", limit=4)
+async def test_query_events_newest_first_with_pages(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    await _feed(store, ws.id)
+    page = await store.query_events(ws.id, "guardrail", limit=4)
     assert [e["seq"] for e in page] == [10, 9, 8, 7]
-    assert page == list(reversed(await sqlite_store.list_events(ws.id, "guardrail",
+    assert page == list(reversed(await store.list_events(ws.id, "guardrail",
                                                                 after_seq=6)))
     assert {"prev_hash", "hash", "verdict", "at"} <= set(page[0])
-    rest = await sqlite_store.query_events(ws.id, "guardrail", before_seq=7, limit=100)
+    rest = await store.query_events(ws.id, "guardrail", before_seq=7, limit=100)
     assert [e["seq"] for e in rest] == [6, 5, 4, 3, 2, 1]
-    firewall = await sqlite_store.query_events(ws.id, "firewall")
+    firewall = await store.query_events(ws.id, "firewall")
     assert [e["seq"] for e in firewall] == [11]
-    assert await sqlite_store.query_events("ws_other", "guardrail") == []
+    assert await store.query_events("ws_other", "guardrail") == []
 
 
-async def test_query_events_filters_and_time_window(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
-    await _feed(sqlite_store, ws.id)
+async def test_query_events_filters_and_time_window(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    await _feed(store, ws.id)
 
     async def seqs(**kw: Any) -> list[int]:
-        return [e["seq"] for e in await sqlite_store.query_events(ws.id, "guardrail", **kw)]
+        return [e["seq"] for e in await store.query_events(ws.id, "guardrail", **kw)]
 
     assert await seqs(filters={"verdict": "block"}) == [10, 7, 4, 1]
     assert await seqs(filters={"verdict": "block", "request_id": "req_1"}) == [10, 4]
@@ -292,14 +309,14 @@ async def test_query_events_filters_and_time_window(sqlite_store: SQLiteStore) -
         await seqs(since="yesterday")
 
 
-async def test_query_events_booleans_do_not_match_text(sqlite_store: SQLiteStore) -> None:
-    ws = await _workspace(sqlite_store)
-    await sqlite_store.append_events([
+async def test_query_events_booleans_do_not_match_text(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    await store.append_events([
         _event(ws.id, rfc3339_now(), verdict=True, mode="observe"),
         _event(ws.id, rfc3339_now(), verdict="true", mode=1),
     ])
     async def seqs(filters: dict[str, str]) -> list[int]:
-        return [e["seq"] for e in await sqlite_store.query_events(
+        return [e["seq"] for e in await store.query_events(
             ws.id, "guardrail", filters=filters)]
 
     assert await seqs({"verdict": "true"}) == [2]  # the text, not the boolean
@@ -309,36 +326,54 @@ async def test_query_events_booleans_do_not_match_text(sqlite_store: SQLiteStore
     assert await seqs({"mode": "observe"}) == [1]
 
 
+async def test_query_events_matches_any_text_exactly(store: AnyStore) -> None:
+    ws = await _workspace(store)
+    odd = ['say "hi"\\n', "ünïcödé ✓", "", "tab\there", "\u2028", "back\\u0000slash"]
+    await store.append_events([_event(ws.id, rfc3339_now(), verdict=v, mode="m",
+                                      guardrail_id="gr_1", outcome="allowed") for v in odd])
+    for seq, value in enumerate(odd, 1):
+        found = await store.query_events(ws.id, "guardrail", filters={"verdict": value})
+        assert [(e["seq"], e["verdict"]) for e in found] == [(seq, value)]
+    # An event with a NUL in a field (PostgreSQL's JSON cannot unescape it) fails no query.
+    await store.append_events([_event(ws.id, rfc3339_now(), verdict="nul\x00", mode="m",
+                                      guardrail_id="gr_1", outcome="allowed")])
+    everything = await store.query_events(ws.id, "guardrail", filters={"mode": "m"})
+    assert len(everything) == len(odd) + 1 and everything[0]["verdict"] == "nul\x00"
+    counts = await store.count_control_events(ws.id, "guardrail", ("guardrail_id", "gr_1"),
+                                              "2000-01-01T00:00:00Z")
+    assert counts == [(None, False, "allowed", len(odd) + 1)]
+
+
 # ---- sessions and login throttling -----------------------------------------------------
 
 
-async def test_session_lifecycle(sqlite_store: SQLiteStore) -> None:
-    user = await sqlite_store.create_user("a@example.com", "h")
+async def test_session_lifecycle(store: AnyStore) -> None:
+    user = await store.create_user("a@example.com", "h")
     now = "2026-11-23T10:00:00.000000Z"
     record = SessionRecord(new_id("ses"), user.id, "ab" * 32, now,
                            "2026-11-24T10:00:00.000000Z", now)
-    assert await sqlite_store.create_session(record) == record
-    assert await sqlite_store.get_session("ab" * 32) == record
-    assert await sqlite_store.get_session("cd" * 32) is None
-    await sqlite_store.touch_session(record.id, "2026-11-23T10:05:00.000000Z")
-    touched = await sqlite_store.get_session("ab" * 32)
+    assert await store.create_session(record) == record
+    assert await store.get_session("ab" * 32) == record
+    assert await store.get_session("cd" * 32) is None
+    await store.touch_session(record.id, "2026-11-23T10:05:00.000000Z")
+    touched = await store.get_session("ab" * 32)
     assert touched is not None and touched.last_seen_at == "2026-11-23T10:05:00.000000Z"
-    await sqlite_store.revoke_session(record.id, "2026-11-23T10:06:00.000000Z")
-    await sqlite_store.revoke_session(record.id, "2026-11-23T10:07:00.000000Z")  # no-op
-    revoked = await sqlite_store.get_session("ab" * 32)
+    await store.revoke_session(record.id, "2026-11-23T10:06:00.000000Z")
+    await store.revoke_session(record.id, "2026-11-23T10:07:00.000000Z")  # no-op
+    revoked = await store.get_session("ab" * 32)
     assert revoked is not None and revoked.revoked_at == "2026-11-23T10:06:00.000000Z"
     with pytest.raises(Conflict):  # the token hash is unique
-        await sqlite_store.create_session(SessionRecord(
+        await store.create_session(SessionRecord(
             new_id("ses"), user.id, "ab" * 32, now, now, now))
     with pytest.raises(Conflict):  # and the user must exist
-        await sqlite_store.create_session(SessionRecord(
+        await store.create_session(SessionRecord(
             new_id("ses"), "usr_missing", "ef" * 32, now, now, now))
 
 
 async def test_login_failures_are_counted_by_email_and_address(
-    sqlite_store: SQLiteStore,
+    store: AnyStore,
 ) -> None:
-    s = sqlite_store
+    s = store
     for minute, email, address in [(0, "a@x.com", "10.0.0.1"), (5, "a@x.com", "10.0.0.2"),
                                    (10, "b@x.com", "10.0.0.1"), (15, "a@x.com", "10.0.0.1")]:
         await s.add_login_failure(email, address, f"2026-11-23T10:{minute:02d}:00.000000Z")
@@ -350,11 +385,9 @@ async def test_login_failures_are_counted_by_email_and_address(
     assert await s.count_login_failures("a@x.com", "10.0.0.1", "2026-11-23T10:16:00Z") == (0, 0)
 
 
-async def test_login_failures_older_than_a_day_are_pruned(sqlite_store: SQLiteStore) -> None:
-    await sqlite_store.add_login_failure("a@x.com", "10.0.0.1", "2026-11-20T10:00:00Z")
-    await sqlite_store.add_login_failure("a@x.com", "10.0.0.1", "2026-11-22T12:00:00Z")
-    await sqlite_store.add_login_failure("a@x.com", "10.0.0.1", "2026-11-23T11:00:00Z")
-    conn = sqlite3.connect(sqlite_store.path)
-    rows = conn.execute("SELECT at FROM login_failures ORDER BY at").fetchall()
-    conn.close()
+async def test_login_failures_older_than_a_day_are_pruned(store: AnyStore) -> None:
+    await store.add_login_failure("a@x.com", "10.0.0.1", "2026-11-20T10:00:00Z")
+    await store.add_login_failure("a@x.com", "10.0.0.1", "2026-11-22T12:00:00Z")
+    await store.add_login_failure("a@x.com", "10.0.0.1", "2026-11-23T11:00:00Z")
+    rows = await raw_rows(store, "SELECT at FROM login_failures ORDER BY at")
     assert rows == [("2026-11-22T12:00:00.000000Z",), ("2026-11-23T11:00:00.000000Z",)]

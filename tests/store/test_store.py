@@ -1,12 +1,12 @@
-"""The SQLite backend on a real file: migrations, group commit, isolation of failures,
-several store instances (as several worker processes) on one file."""
+"""Both store backends (SQLite on a real file, PostgreSQL in a fresh schema): migrations,
+group commit, isolation of failures, several store instances (as several worker
+processes or replicas) on one database."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -22,34 +22,64 @@ from relay.store.base import (
     utc_now,
 )
 from relay.store.migrations import LATEST
+from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SQLiteStore
+from tests.store.conftest import AnyStore, raw_rows
 
 
-@pytest.fixture
-def store(sqlite_store: SQLiteStore) -> SQLiteStore:
-    return sqlite_store
-
-
-async def test_migrations_apply_once_and_record_their_version(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'orca.db'}"
+async def test_migrations_apply_once_and_record_their_version(store_url: str) -> None:
     for _ in range(2):
-        s = open_store(url)
+        s = open_store(store_url)
         await s.open()
         assert await s.schema_version() == LATEST
         await s.close()
-    conn = sqlite3.connect(tmp_path / "orca.db")
-    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (LATEST,)
-    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    s = open_store(store_url)
+    await s.open()
+    assert isinstance(s, SQLiteStore | PostgresStore)
+    assert await raw_rows(s, "SELECT COUNT(*) FROM schema_migrations") == [(LATEST,)]
+    await s.close()
+    if store_url.startswith("sqlite"):
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        conn.close()
 
 
-def test_unknown_and_future_backends_are_refused_with_a_reason() -> None:
+async def test_replicas_starting_at_once_migrate_once(postgres_schema_url: str) -> None:
+    """The migrations run under an advisory lock: the first replica applies them, the
+    others wait and find them applied (no duplicate table or version errors)."""
+    replicas = [PostgresStore(postgres_schema_url) for _ in range(4)]
+    await asyncio.gather(*(r.open() for r in replicas))
+    try:
+        assert [await r.schema_version() for r in replicas] == [LATEST] * 4
+        assert await raw_rows(replicas[0], "SELECT COUNT(*) FROM schema_migrations") == [
+            (LATEST,)]
+        assert await replicas[0].state_version() == 0
+    finally:
+        await asyncio.gather(*(r.close() for r in replicas))
+
+
+def test_backends_are_chosen_by_scheme_and_unknown_ones_refused() -> None:
     with pytest.raises(StoreError, match="unsupported scheme"):
         open_store("mysql://x")
-    with pytest.raises(StoreError, match="PostgreSQL"):
-        open_store("postgresql://localhost/test")
+    for url in ("postgresql://localhost/test", "postgres://u:p@db:5433/orca?sslmode=disable"):
+        s = open_store(url)
+        assert isinstance(s, PostgresStore) and s.url == url and s.pool_size == 10
+    s = open_store("postgresql://db/orca?pool_size=3&application_name=relay")
+    assert isinstance(s, PostgresStore)
+    assert (s.dsn, s.pool_size) == ("postgresql://db/orca?application_name=relay", 3)
+    for bad in ("postgresql://db/orca?pool_size=x", "postgresql://db/orca?pool_size=0"):
+        with pytest.raises(StoreError, match="pool_size"):
+            open_store(bad)
 
 
-async def test_workspaces_users_keys_round_trip(store: SQLiteStore) -> None:
+async def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
+    s = open_store("postgresql://orca:s3cret@127.0.0.1:1/orca")
+    with pytest.raises(StoreError, match="cannot open PostgreSQL") as caught:
+        await s.open()
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_workspaces_users_keys_round_trip(store: AnyStore) -> None:
     assert await store.is_empty()
     ws = await store.create_workspace("acme", "free")
     assert await store.get_workspace(ws.id) == ws
@@ -73,7 +103,7 @@ async def test_workspaces_users_keys_round_trip(store: SQLiteStore) -> None:
     assert await store.revoke_key("key_missing") is None
 
 
-async def test_group_commit_sums_every_delta(store: SQLiteStore) -> None:
+async def test_group_commit_sums_every_delta(store: AnyStore) -> None:
     ws = await store.create_workspace("acme", "paid")
     record, _ = new_relay_key(ws.id, "k")
     await store.create_key(record)
@@ -85,7 +115,7 @@ async def test_group_commit_sums_every_delta(store: SQLiteStore) -> None:
     assert store.commits - commits < 5_000 // 10  # grouped, not one transaction per write
 
 
-async def test_a_failing_write_does_not_sink_its_group(store: SQLiteStore) -> None:
+async def test_a_failing_write_does_not_sink_its_group(store: AnyStore) -> None:
     ws = await store.create_workspace("acme", "paid")
     await store.create_user("dup@example.com", "h")
     results = await asyncio.gather(
@@ -101,10 +131,9 @@ async def test_a_failing_write_does_not_sink_its_group(store: SQLiteStore) -> No
     assert len(await store.list_workspaces()) == 2 and ws in await store.list_workspaces()
 
 
-async def test_two_stores_on_one_file_lose_no_update(tmp_path: Path) -> None:
+async def test_two_stores_on_one_database_lose_no_update(store_url: str) -> None:
     """Two instances stand for two worker processes: both write usage concurrently."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    a, b = SQLiteStore(url), SQLiteStore(url)
+    a, b = open_store(store_url), open_store(store_url)
     await a.open()
     await b.open()
     try:
@@ -120,9 +149,9 @@ async def test_two_stores_on_one_file_lose_no_update(tmp_path: Path) -> None:
         await b.close()
 
 
-async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'orca.db'}"
-    s = SQLiteStore(url)
+async def test_close_commits_what_was_queued(store_url: str) -> None:
+    url = store_url
+    s = open_store(url)
     await s.open()
     ws = await s.create_workspace("acme", "paid")
     record, _ = new_relay_key(ws.id, "k")
@@ -130,7 +159,7 @@ async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
     one = [UsageDelta(record.id, "total", 2)]
     # Writes queued before close() are committed by it, not dropped.
     await asyncio.gather(*(s.add_usage(one) for _ in range(500)), s.close())
-    again = SQLiteStore(url)
+    again = open_store(url)
     await again.open()
     assert await again.usage([(record.id, "total")]) == {(record.id, "total"): 1_000}
     await again.close()
@@ -145,25 +174,25 @@ def test_rfc3339_now_is_the_same_text_as_the_slow_form() -> None:
     assert before <= parsed <= after
 
 
-async def test_firewall_policies_are_stored_listed_and_updated(sqlite_store: SQLiteStore) -> None:
-    ws = await sqlite_store.create_workspace("acme", "paid")
-    other = await sqlite_store.create_workspace("other", "free")
+async def test_firewall_policies_are_stored_listed_and_updated(store: AnyStore) -> None:
+    ws = await store.create_workspace("acme", "paid")
+    other = await store.create_workspace("other", "free")
     now = rfc3339_now()
     document = {"schema": 1, "default": "deny", "rules": [{"id": "r", "effect": "allow",
                                                           "tools": ["search"]}]}
-    made = await sqlite_store.create_firewall_policy(FirewallPolicyRecord(
+    made = await store.create_firewall_policy(FirewallPolicyRecord(
         "fw_1", ws.id, "agents", "shadow", document, "user", now, now))
-    await sqlite_store.create_firewall_policy(FirewallPolicyRecord(
+    await store.create_firewall_policy(FirewallPolicyRecord(
         "fw_2", other.id, "x", "enforce", document, "pack:soc2", now, now))
-    version = await sqlite_store.state_version()
-    assert await sqlite_store.list_firewall_policies(ws.id) == [made]
-    assert len(await sqlite_store.list_firewall_policies()) == 2
-    updated = await sqlite_store.update_firewall_policy("fw_1", mode="enforce", name="renamed")
+    version = await store.state_version()
+    assert await store.list_firewall_policies(ws.id) == [made]
+    assert len(await store.list_firewall_policies()) == 2
+    updated = await store.update_firewall_policy("fw_1", mode="enforce", name="renamed")
     assert updated is not None
     assert (updated.mode, updated.name, updated.document) == ("enforce", "renamed", document)
     assert updated.updated_at >= made.updated_at
-    assert await sqlite_store.state_version() > version  # relays re-read their policies
-    assert await sqlite_store.update_firewall_policy("fw_nope", mode="shadow") is None
+    assert await store.state_version() > version  # relays re-read their policies
+    assert await store.update_firewall_policy("fw_nope", mode="shadow") is None
     with pytest.raises(StoreError):
-        await sqlite_store.create_firewall_policy(FirewallPolicyRecord(
+        await store.create_firewall_policy(FirewallPolicyRecord(
             "fw_3", ws.id, "bad", "block", document, "user", now, now))
