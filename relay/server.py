@@ -149,7 +149,8 @@ async def prepare_state(settings: Settings) -> BootstrapResult | None:
     store = open_store(settings.effective_database_url)
     await store.open()
     try:
-        return await bootstrap_if_empty(store)
+        async with store.exclusive("bootstrap"):  # replicas starting together: one wins
+            return await bootstrap_if_empty(store)
     finally:
         await store.close()
 

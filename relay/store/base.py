@@ -9,6 +9,7 @@ A PostgreSQL backend implements the same protocol without touching callers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
@@ -232,6 +233,9 @@ class Store(Protocol):
         """A counter bumped by every change to keys or workspaces, for cache refresh."""
 
     async def is_empty(self) -> bool: ...
+    def exclusive(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held by one process at a time of all that share this store (replicas starting
+        together must bootstrap an empty store once)."""
 
     async def create_workspace(self, name: str, plan: Plan) -> Workspace: ...
     async def get_workspace(self, workspace_id: str) -> Workspace | None: ...

@@ -21,9 +21,10 @@ Theory of operation (the SQLite backend's, on a server):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -270,6 +271,17 @@ class PostgresStore(ControlMethods, ConsoleMethods, PackMethods, ReportMethods):
 
     async def state_version(self) -> int:
         return int(await self._value("SELECT value FROM meta WHERE name = 'state_version'"))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        # A session-level advisory lock on a connection held for the whole block.
+        async with self._pool.acquire() as conn:
+            key = pj.lock_key(f"exclusive:{name}")
+            await conn.execute("SELECT pg_advisory_lock($1::bigint)", key)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1::bigint)", key)
 
     async def is_empty(self) -> bool:
         return int(await self._value("SELECT COUNT(*) FROM workspaces")) == 0

@@ -17,11 +17,14 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -244,6 +247,17 @@ class SQLiteStore(ControlMethods, ConsoleMethods, PackMethods, ReportMethods):
             lambda c: c.execute("SELECT value FROM meta WHERE name = 'state_version'").fetchone()
         )
         return int(row[0])
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        # Processes sharing a SQLite file share its host: a lock file beside it will do.
+        fd = await asyncio.to_thread(os.open, f"{self.path}.{name}.lock",
+                                     os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     async def is_empty(self) -> bool:
         row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM workspaces").fetchone())

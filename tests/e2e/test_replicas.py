@@ -119,3 +119,15 @@ async def _is(served: Served, key: str, body: dict[str, Any], status: int) -> bo
 
 async def _both(a: Served, b: Served, key: str, body: dict[str, Any], status: int) -> bool:
     return all([await _chat(s, key, body) == status for s in (a, b) for _ in range(3)])
+
+
+async def test_replicas_starting_together_bootstrap_once(
+    serve: ServeFactory, upstream: Upstream, tmp_path: Path, postgres_schema_url: str
+) -> None:
+    env = {"ORCA_DATABASE_URL": postgres_schema_url,
+           "ORCA_SIGNING_KEY_FILE": str(tmp_path / "shared" / "ed25519.pem")}
+    started = await asyncio.gather(*(serve(upstream, data_dir=tmp_path / name, **env)
+                                     for name in ("a", "b", "c")))
+    assert sum("admin user" in served.stdout for served in started) == 1
+    for served in started:
+        assert await served.stop() == 0

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from relay.accounts import BootstrapResult, bootstrap_if_empty
 from relay.proxy.access import new_relay_key
 from relay.store.base import (
     Conflict,
     FirewallPolicyRecord,
+    Store,
     StoreError,
     UsageDelta,
     open_store,
@@ -56,6 +58,24 @@ async def test_replicas_starting_at_once_migrate_once(postgres_schema_url: str) 
         assert await replicas[0].state_version() == 0
     finally:
         await asyncio.gather(*(r.close() for r in replicas))
+
+
+async def test_replicas_starting_together_bootstrap_an_empty_store_once(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(3)]
+    for store in stores:
+        await store.open()
+
+    async def start(store: Store) -> BootstrapResult | None:
+        async with store.exclusive("bootstrap"):
+            return await bootstrap_if_empty(store)
+
+    try:
+        results = await asyncio.gather(*(start(s) for s in stores))
+        assert sum(result is not None for result in results) == 1
+        assert len(await stores[0].list_workspaces()) == 1
+    finally:
+        for store in stores:
+            await store.close()
 
 
 def test_backends_are_chosen_by_scheme_and_unknown_ones_refused() -> None:
