@@ -172,6 +172,9 @@ class RelayMetrics:
             "orca_relay_inflight_streams", "SSE streams being relayed now.")
         self.evidence_queue_depth = Gauge(
             "orca_relay_evidence_queue_depth", "Writes waiting for the store's next group commit.")
+        self.evidence_spooled = Gauge(
+            "orca_relay_evidence_spooled",
+            "Evidence events on local disk waiting for the store to come back.")
         self.evidence_write_failures = Counter(
             "orca_relay_evidence_write_failures_total",
             "Store writes that failed (each counts the records of the failed group).")

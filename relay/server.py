@@ -41,6 +41,7 @@ from relay.proxy.metering import MeteringFilter
 from relay.proxy.pipeline import Chain
 from relay.proxy.routes import RelayContext, add_routes, healthz
 from relay.proxy.upstream import Upstream
+from relay.spool import EvidenceSpool
 from relay.store.base import Store, open_store
 
 log = logging.getLogger("orca.server")
@@ -54,6 +55,7 @@ class Services:
     upstream: Upstream
     metrics: RelayMetrics
     chain: Chain
+    evidence: EvidenceSpool
 
 
 def build_chain(access: AccessControl, metrics: RelayMetrics, detectors: DetectorSet) -> Chain:
@@ -79,16 +81,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         store, settings.state_refresh_seconds, [d.id for d in detectors.detectors]
     )
     upstream = Upstream(settings)
+    evidence = EvidenceSpool(store, Path(settings.data_dir) / "spool", metrics)
     publisher = asyncio.create_task(_publish_metrics(metrics, store), name="orca-metrics")
     try:
         await access.start()
         await upstream.start()
+        await evidence.start()
         chain = build_chain(access, metrics, detectors)
-        yield Services(settings, store, access, upstream, metrics, chain)
+        yield Services(settings, store, access, upstream, metrics, chain, evidence)
     finally:
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
+        await evidence.stop()
         await upstream.close()
         await access.stop()
         await store.close()
@@ -110,7 +115,7 @@ def build_relay_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=services.settings.max_body_bytes)
     ctx = RelayContext(
         services.settings, services.access, services.upstream, services.chain, services.metrics,
-        services.store,
+        services.store, services.evidence,
     )
     add_routes(app, ctx)
     return app
@@ -124,12 +129,17 @@ def build_admin_app(services: Services) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def readyz(request: web.Request) -> web.Response:
+        # Store down: still ready — the relay enforces from its cached controls and spools
+        # evidence to disk — but says so, so dashboards and alerts see the degraded state.
+        spooled = services.evidence.spooled
         try:
             await services.store.schema_version()
         except Exception as exc:
-            log.warning("readiness check failed: %s", exc)
-            return web.json_response({"status": "unavailable", "store": "down"}, status=503)
-        return web.json_response({"status": "ready", "store": "ok"})
+            log.warning("readiness check: the store does not answer: %s", exc)
+            return web.json_response({"status": "degraded", "store": "down",
+                                      "spooled_events": spooled})
+        status = "degraded" if spooled else "ready"
+        return web.json_response({"status": status, "store": "ok", "spooled_events": spooled})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -38,6 +38,7 @@ from relay.proxy.pipeline import DROP, Chain, Exchange, LocalReply
 from relay.proxy.sse import SSEDecoder, encode_json
 from relay.proxy.validation import Validator, parse_json_object, read_body, validate_chat
 from relay.proxy.validation import validate_model as validate_model_body
+from relay.spool import EvidenceSpool
 from relay.store.base import Store
 
 log = logging.getLogger("orca.relay")
@@ -116,6 +117,7 @@ class RelayContext:
     chain: Chain
     metrics: RelayMetrics
     store: Store
+    evidence: EvidenceSpool
     request_ids: RequestIds = field(default_factory=RequestIds)
 
 
@@ -218,7 +220,7 @@ class RelayHandler:
         x.metadata["finished"] = True
         self.ctx.chain.on_complete(x)
         if x.evidence:
-            await self.ctx.store.append_events(x.evidence)
+            await self.ctx.evidence.append(x.evidence)
 
     def _relay_whole(
         self, x: Exchange, upstream: aiohttp.ClientResponse, data: bytes, timing: Timing
