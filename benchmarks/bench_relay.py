@@ -1064,6 +1064,15 @@ def run(opts: Options, workdir: Path) -> Report:
     return report
 
 
+KEPT = re.compile(r"<!-- (\w[\w-]*) -->.*?<!-- /\1 -->\n", re.S)
+
+
+def kept_sections(results: Path) -> str:
+    """Sections other benchmarks own in RESULTS.md (between <!-- name --> markers)."""
+    old = results.read_text() if results.exists() else ""
+    return "".join("\n" + m.group(0) for m in KEPT.finditer(old))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     try:
@@ -1073,7 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         sys.stderr.write(f"bench_relay: {exc}\n")
         return 1
-    opts.results.write_text(render(report))
+    opts.results.write_text(render(report) + kept_sections(opts.results))
     say(summary(report))
     say(f"wrote {opts.results} ({report.elapsed / 60:.1f} min)")
     return 0

@@ -27,6 +27,7 @@ import asyncio
 import datetime as dt
 import functools
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -146,6 +147,17 @@ def replicas(opts: argparse.Namespace, workdir: Path, pg: str) -> dict[str, list
         asyncio.run(_schema(pg, f"DROP SCHEMA {schema} CASCADE"))
 
 
+def _into_results(text: str) -> None:
+    """RESULTS.md carries this run too, as a section bench_relay.py keeps when it rewrites."""
+    results = HERE / "RESULTS.md"
+    old = results.read_text() if results.exists() else ""
+    section = "<!-- scale-out -->\n" + text.replace("# Store and scale-out", "## Store and "
+                                                      "scale-out", 1) + "\n<!-- /scale-out -->\n"
+    marked = re.compile(r"<!-- scale-out -->.*?<!-- /scale-out -->\n", re.S)
+    new = marked.sub(lambda _: section, old) if marked.search(old) else old + "\n" + section
+    results.write_text(new)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -187,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"| relay RPS, two replicas on PostgreSQL (c=8 each) | {med(figures['two']):,.0f} | "
              + ", ".join(f"{r:,.0f}" for r in figures["two"]) + " |", ""]
     opts.results.write_text("\n".join(lines))
+    _into_results("\n".join(lines))
     say("\n".join(lines))
     return 0
 
