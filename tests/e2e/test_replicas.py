@@ -22,14 +22,22 @@ __all__ = ["postgres_schema_url", "serve"]  # fixtures
 SECRET_PROMPT = {"model": "m", "messages": [{"role": "user",
                                              "content": "use AKIAZ7Q3KXW2M4H5PLTB"}]}
 PLAIN = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+METADATA_CALL = {"x-mock-tool-calls": orjson.dumps([{"name": "fetch", "arguments": orjson.dumps(
+    {"url": "http://169.254.169.254/latest/meta-data/"}).decode()}]).decode()}
 
 
-async def _chat(served: Served, key: str, body: dict[str, Any]) -> int:
+async def _chat(served: Served, key: str, body: dict[str, Any],
+                headers: dict[str, str] | None = None) -> int:
+    return (await _request_id(served, key, body, headers))[0]
+
+
+async def _request_id(served: Served, key: str, body: dict[str, Any],
+                      headers: dict[str, str] | None = None) -> tuple[int, str]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s, \
             s.post(served.relay_url + "/v1/chat/completions", json=body,
-                   headers={"Authorization": f"Bearer {key}"}) as response:
+                   headers={"Authorization": f"Bearer {key}", **(headers or {})}) as response:
         await response.read()
-        return response.status
+        return response.status, response.headers["x-request-id"]
 
 
 async def _api(http: aiohttp.ClientSession, served: Served, token: str, method: str,
@@ -79,6 +87,11 @@ async def test_two_replicas_one_truth(
         assert (await _api(http, b, token, "POST", "/api/compliance/packs/soc2/golive",
                            {}))[0] == 200
         await _until(lambda: _both(a, b, a.key, SECRET_PROMPT, 400), seconds=1.0)
+        for served in (a, b):  # the pack's firewall policy went live on both as well
+            assert await _chat(served, a.key, PLAIN, METADATA_CALL) == 400
+        blocked = {served.relay_url: (await _request_id(served, a.key, SECRET_PROMPT))[1]
+                   for served in (a, b)}
+        assert len({rid[:20] for rid in blocked.values()}) == 2  # two processes (prefixes)
 
         # residency declared on A is B's; a report made on B covers both replicas' events,
         # downloads from A, and its share link opens on either
@@ -92,9 +105,10 @@ async def test_two_replicas_one_truth(
         assert status == 200
         _, matches = await _api(http, a, token, "GET", "/api/guardrails/matches?guardrail_id="
                                 f"{installed['guardrail_id']}&category=secret")
-        # two observed and at least two blocked (the convergence probes), on both replicas
-        assert len(matches["data"]) >= 4
-        assert evidence["event_log"]["last_seq"] >= max(e["seq"] for e in matches["data"])
+        # the blocks made by each replica are in the one feed the report is drawn from
+        found = {e["request_id"]: e["seq"] for e in matches["data"]}
+        assert set(blocked.values()) <= set(found)
+        assert evidence["event_log"]["last_seq"] >= max(found[r] for r in blocked.values())
         _, share = await _api(http, a, token, "POST",
                               f"/api/compliance/reports/{report['id']}/share")
         async with http.get(share["url"].replace(a.admin_url, b.admin_url)) as response:
