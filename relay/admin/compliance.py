@@ -109,12 +109,13 @@ async def readiness(request: web.Request, call: Call) -> web.StreamResponse:
     for installation in await store.list_installations(call.workspace_id):
         pack = catalog().get(installation.framework)
         if pack is not None:
-            frameworks.append(await _framework_readiness(store, pack, installation))
+            frameworks.append(await framework_readiness(store, pack, installation))
     return json_response({"frameworks": frameworks})
 
 
-async def _framework_readiness(store: Store, pack: Pack, i: PackInstallation
-                               ) -> dict[str, Any]:
+async def framework_readiness(store: Store, pack: Pack, i: PackInstallation
+                              ) -> dict[str, Any]:
+    """One installed pack's readiness (also the input of its signed reports)."""
     modes = {g.id: g.mode for g in await store.list_guardrails(i.workspace_id)}
     modes |= {p.id: p.mode for p in await store.list_firewall_policies(i.workspace_id)}
     enforcing = {"guardrail": modes.get(i.guardrail_id) == "enforce",

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from relay.admin.auth import token_hash
 from relay.admin.authz import Call, store_of
-from relay.admin.compliance import _framework_readiness
+from relay.admin.compliance import framework_readiness
 from relay.admin.http import choice, field, json_response, page, read_object
 from relay.compliance.evidence import EvidenceInputs, build_evidence, canonical, sha256_hex
 from relay.compliance.packs import catalog
@@ -104,7 +104,7 @@ async def _build(request: web.Request, call: Call, installation: PackInstallatio
     pack = catalog()[installation.framework]
     report_id, now = new_id("rep"), rfc3339_now()
     region = await store.get_residency(call.workspace_id)
-    readiness = await _framework_readiness(store, pack, installation)
+    readiness = await framework_readiness(store, pack, installation)
     samples, populations = await _samples_and_populations(store, installation, readiness)
     assert call.workspace is not None
     inputs = EvidenceInputs(

@@ -20,7 +20,7 @@ from relay.compliance.evidence import (
 
 
 def sample_readiness() -> dict[str, Any]:
-    """A readiness dict shaped like admin/compliance._framework_readiness answers."""
+    """A readiness dict shaped like admin/compliance.framework_readiness answers."""
     return {
         "id": "soc2", "version": "2017", "state": "observe",
         "counts": {"enforcing": 1, "observe": 1, "gap": 1},
