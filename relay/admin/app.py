@@ -185,6 +185,7 @@ def add_api(app: web.Application, store: Store, sessions: Sessions, ttl_seconds:
             keyring: KeyRing, upstream_url: str) -> None:
     app.middlewares.append(errors_as_json)
     app[reports.KEYRING] = keyring
+    app[reports.PUBLISHED] = [False]
     app[reports.UPSTREAM_URL] = upstream_url
     app[account.SESSIONS] = sessions
     app[account.SESSION_TTL] = ttl_seconds

@@ -26,7 +26,7 @@ from aiohttp import web
 from relay.admin.auth import token_hash
 from relay.admin.authz import Call, store_of
 from relay.admin.http import MAX_ADMIN_BODY, field, json_response
-from relay.admin.reports import KEYRING, check_region, report_files, report_view, zipped
+from relay.admin.reports import check_region, report_files, report_view, synced_ring, zipped
 from relay.compliance.statement import VerifyResult, verify_bundle, verify_parts
 from relay.errors import InvalidRequest, NotFound, TooManyAttempts
 from relay.proxy.validation import parse_json_object, read_body
@@ -99,7 +99,7 @@ the statement's hashes.</li></ol></body></html>"""
 
 async def pubkey(request: web.Request, call: Call) -> web.StreamResponse:
     throttle(request)
-    ring = request.app[KEYRING]
+    ring = await synced_ring(request)
     if request.query.get("format") == "jwks":
         return json_response(ring.jwks())
     kid = request.query.get("kid")
@@ -112,7 +112,7 @@ async def pubkey(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def verify(request: web.Request, call: Call) -> web.StreamResponse:
     throttle(request)
-    ring = request.app[KEYRING]
+    ring = await synced_ring(request)
     raw = await read_body(request, MAX_ADMIN_BODY * 64)
     result: VerifyResult
     if request.content_type == "application/zip":

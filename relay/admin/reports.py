@@ -63,6 +63,21 @@ async def load_share(store: Store, workspace_id: str, match: dict[str, str]
     return share if share is not None and share.workspace_id == workspace_id else None
 
 
+PUBLISHED: web.AppKey[list[bool]] = web.AppKey("admin_keys_published")  # [done?]
+
+
+async def synced_ring(request: web.Request) -> KeyRing:
+    """The key ring with every public key the store knows (other replicas' rotations
+    included); this process's own keys are published there first, once."""
+    ring, store = request.app[KEYRING], store_of(request)
+    published = request.app[PUBLISHED]
+    if not published[0]:
+        await store.publish_public_keys(ring.public_pems())
+        published[0] = True
+    ring.adopt(await store.published_public_keys())
+    return ring
+
+
 async def check_region(store: Store, report: ReportRecord) -> None:
     """403 residency_mismatch unless the report's stamp is the current region."""
     if report.region is None:
@@ -91,7 +106,7 @@ async def generate(request: web.Request, call: Call) -> web.StreamResponse:
     if installation is None:
         raise StateConflict(f"{framework} is not installed; a report covers an installed "
                             "pack", code="pack_not_installed")
-    ring = request.app[KEYRING]
+    ring = await synced_ring(request)
     record, files = await _build(request, call, installation, fmt, ring)
     made = await store.create_report(record, files, audit=AuditDraft(
         call.workspace_id, call.actor, "report.generate", record.id, after=report_view))

@@ -145,6 +145,21 @@ class KeyRing:
         """JWKS of every key ever used, the current one first."""
         return {"keys": [jwk_of(self._public[kid]) for kid in self.kids()]}
 
+    def public_pems(self) -> dict[str, str]:
+        """Every known public key as kid → PEM text (to publish for other replicas)."""
+        self._scan()
+        return {kid: public_pem(key).decode() for kid, key in self._public.items()}
+
+    def adopt(self, pems: dict[str, str]) -> None:
+        """Learn public keys published elsewhere (e.g. by other replicas, in the store).
+        Each is indexed by its recomputed kid, so a row cannot answer for another key."""
+        for pem in pems.values():
+            try:
+                key = load_public_pem(pem.encode())
+            except ValueError:
+                continue  # not a key: nothing to learn from it
+            self._public.setdefault(kid_of(key), key)
+
     def rotate(self) -> str:
         """Retire the current private key and start signing with a new one; new kid."""
         retired = self._path.parent / "retired"

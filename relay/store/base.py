@@ -341,6 +341,11 @@ class Store(Protocol):
 
     # ---- signed reports, share links, residency ----------------------------------------
 
+    async def publish_public_keys(self, pems: dict[str, str]) -> None:
+        """Record report-signing public keys (kid → PEM) not recorded yet, so every
+        replica can serve and check reports signed by any key ever used."""
+
+    async def published_public_keys(self) -> dict[str, str]: ...
     async def get_residency(self, workspace_id: str) -> str | None: ...
     async def set_residency(
         self, workspace_id: str, region: str | None, *, audit: AuditDraft

@@ -198,6 +198,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        7,
+        """
+        CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            public_pem TEXT NOT NULL,
+            published_at TEXT NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -226,6 +226,17 @@ def _scalar(json_text: str | None) -> Any:
 # ---- signed reports, share links, residency ---------------------------------------------------
 
 
+async def publish_keys(conn: Conn, pems: dict[str, str]) -> None:
+    await conn.executemany(
+        "INSERT INTO signing_keys (kid, public_pem, published_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (kid) DO NOTHING",
+        [(kid, pem, rfc3339_now()) for kid, pem in sorted(pems.items())])
+
+
+async def published_keys(conn: Conn) -> dict[str, str]:
+    return {row[0]: row[1] for row in await conn.fetch("SELECT kid, public_pem FROM signing_keys")}
+
+
 async def get_residency(conn: Conn, workspace_id: str) -> str | None:
     region: str | None = await conn.fetchval(
         "SELECT region FROM residency WHERE workspace_id = $1", workspace_id)

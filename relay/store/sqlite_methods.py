@@ -181,6 +181,12 @@ class PackMethods(_Jobs):
 
 
 class ReportMethods(_Jobs):
+    async def publish_public_keys(self, pems: dict[str, str]) -> None:
+        await self._write(lambda c: rp.publish_keys(c, pems))
+
+    async def published_public_keys(self) -> dict[str, str]:
+        return await self._read(rp.published_keys)
+
     async def get_residency(self, workspace_id: str) -> str | None:
         return await self._read(lambda c: rp.get_residency(c, workspace_id))
 

@@ -17,6 +17,16 @@ def partition(region: str | None) -> str:
     return region or ""
 
 
+def publish_keys(conn: sqlite3.Connection, pems: dict[str, str]) -> None:
+    conn.executemany("INSERT INTO signing_keys (kid, public_pem, published_at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (kid) DO NOTHING",
+                     [(kid, pem, rfc3339_now()) for kid, pem in sorted(pems.items())])
+
+
+def published_keys(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT kid, public_pem FROM signing_keys").fetchall())
+
+
 def get_residency(conn: sqlite3.Connection, workspace_id: str) -> str | None:
     row = conn.execute("SELECT region FROM residency WHERE workspace_id = ?",
                        (workspace_id,)).fetchone()

@@ -17,7 +17,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from relay.compliance.evidence import canonical, sha256_hex
+from relay.compliance.signing import kid_of, public_pem
+from relay.compliance.statement import make_statement
+from relay.store.base import rfc3339_now
 from tests.admin.conftest import Console
 
 AWS_KEY = "AKIAZ7Q3KXW2M4H5PLTB"
@@ -210,3 +215,42 @@ async def test_the_auditor_sees_the_share_page_in_headless_chromium(console: Con
     assert "Signed soc2 readiness report" in dom.stdout
     assert report["evidence_sha256"] in dom.stdout and report["content_sha256"] in dom.stdout
     assert "openssl pkeyutl" in dom.stdout
+
+
+async def test_public_keys_published_by_another_replica_are_served_and_verify(
+    console: Console
+) -> None:
+    # Another replica (or a rotation elsewhere) signed with a key this one never held.
+    other = Ed25519PrivateKey.generate()
+    kid = kid_of(other.public_key())
+    await console.relay.services.store.publish_public_keys(
+        {kid: public_pem(other.public_key()).decode()})
+    status, pem, _ = await _public(console, f"/api/public/compliance/pubkey?kid={kid}")
+    assert status == 200 and pem == public_pem(other.public_key())
+    _, jwks, _ = await _public(console, "/api/public/compliance/pubkey?format=jwks")
+    assert kid in {k["kid"] for k in orjson.loads(jwks)["keys"]}
+    # and this replica's own key was published for the others
+    published = await console.relay.services.store.published_public_keys()
+    assert set(published) >= {kid, *(k["kid"] for k in orjson.loads(jwks)["keys"])}
+    document = {"report": "x"}
+    evidence = canonical(document)
+    statement = make_statement("rep_x", "ws_x", "soc2", "json", None, rfc3339_now(),
+                               sha256_hex(evidence), sha256_hex(evidence), kid)
+    parts = {"statement": statement, "signature": other.sign(statement),
+             "artifact": evidence, "evidence": evidence}
+    status, answer, _ = await _public(
+        console, "/api/public/compliance/verify", method="POST",
+        json={k: base64.b64encode(v).decode() for k, v in parts.items()})
+    result = orjson.loads(answer)
+    # the signature checks out with the published key; the evidence is not a real report
+    # past the key lookup and the signature: only the (made-up) evidence is refused
+    assert result["reason"] == "evidence.json is not an orca-relay evidence document"
+    stranger = Ed25519PrivateKey.generate()
+    unknown = make_statement("rep_x", "ws_x", "soc2", "json", None, rfc3339_now(),
+                             sha256_hex(evidence), sha256_hex(evidence),
+                             kid_of(stranger.public_key()))
+    parts = {**parts, "statement": unknown, "signature": stranger.sign(unknown)}
+    _, answer, _ = await _public(
+        console, "/api/public/compliance/verify", method="POST",
+        json={k: base64.b64encode(v).decode() for k, v in parts.items()})
+    assert "kid" in orjson.loads(answer)["reason"]

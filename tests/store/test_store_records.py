@@ -189,3 +189,10 @@ async def test_empty_writes_and_reads(store: AnyStore) -> None:
     assert await store.list_events("ws_missing", "guardrail") == []
     assert await store.list_installations("ws_missing") == []
     assert await store.list_reports("ws_missing") == []
+
+
+async def test_public_keys_are_published_once_per_kid(store: AnyStore) -> None:
+    await store.publish_public_keys({"ed25519-aaaa": "PEM A", "ed25519-bbbb": "PEM B"})
+    await store.publish_public_keys({"ed25519-aaaa": "ignored: first one stays"})
+    assert await store.published_public_keys() == {"ed25519-aaaa": "PEM A",
+                                                   "ed25519-bbbb": "PEM B"}
