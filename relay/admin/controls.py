@@ -15,12 +15,10 @@ from aiohttp import web
 from relay.admin.authz import Call, store_of
 from relay.admin.http import choice, field, json_response, page, read_object
 from relay.errors import InvalidRequest, NotFound
-from relay.firewall.commands import policy_view
 from relay.firewall.policy import MODES as FIREWALL_MODES
-from relay.firewall.policy import PolicyError, validate_document
-from relay.guardrail.commands import guardrail_view
+from relay.firewall.policy import PolicyError, policy_view, validate_document
 from relay.guardrail.policy import MODES as GUARDRAIL_MODES
-from relay.guardrail.policy import GuardrailRuleError, parse_rules
+from relay.guardrail.policy import GuardrailRuleError, guardrail_view, parse_rules
 from relay.store.base import (
     AuditDraft,
     FirewallPolicyRecord,

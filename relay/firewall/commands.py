@@ -22,16 +22,11 @@ from relay.firewall.policy import (
     MODES,
     PolicyError,
     load_policy,
+    policy_view,
     preset_info,
     validate_document,
 )
 from relay.store.base import AuditDraft, FirewallPolicyRecord, Store, new_id, rfc3339, utc_now
-
-
-def policy_view(p: FirewallPolicyRecord) -> dict[str, Any]:
-    return {"id": p.id, "workspace_id": p.workspace_id, "name": p.name, "mode": p.mode,
-            **p.document, "source": p.source, "created_at": p.created_at,
-            "updated_at": p.updated_at}
 
 
 def _document(text: str) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class FirewallFilter(Filter):
         if event.is_done:
             return self._release(x, policies, calls.take())
         try:
-            document = orjson.loads(event.data)
+            document = event.json()
         except orjson.JSONDecodeError:
             return CONTINUE
         choices = document.get("choices") if isinstance(document, dict) else None
@@ -125,8 +125,7 @@ class FirewallFilter(Filter):
         if changed:
             if not choices and not document.get("usage"):
                 return verdict if isinstance(verdict, Prepend) else DROP
-            event.data = orjson.dumps(document)
-            event.raw = encode_data(event.data)
+            event.set_json(document)
         return verdict
 
     def _responses_event(
@@ -137,7 +136,7 @@ class FirewallFilter(Filter):
         if b"response.completed" not in event.data:
             return CONTINUE
         try:
-            document = orjson.loads(event.data)
+            document = event.json()
         except orjson.JSONDecodeError:
             return CONTINUE
         if isinstance(document, dict) and document.get("type") == "response.completed":

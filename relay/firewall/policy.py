@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from relay.firewall.matchers import MISSING, Constraint, GlobSet, HostSet, PolicyError
 from relay.firewall.subjects import CALL_POINTS, POINTS, Point, Subject
+from relay.store.base import FirewallPolicyRecord
 
 __all__ = [
     "MODES", "Decision", "Effect", "Mode", "Policy", "PolicyError", "Rule", "applied",
@@ -432,3 +433,10 @@ def preset_info() -> list[dict[str, Any]]:
         {"name": p.name, "description": p.description, "params": _copy(p.params)}
         for p in sorted(_presets().values(), key=lambda p: p.name)
     ]
+
+
+def policy_view(p: FirewallPolicyRecord) -> dict[str, Any]:
+    """A stored policy as the CLI and the admin API show it (its document inline)."""
+    return {"id": p.id, "workspace_id": p.workspace_id, "name": p.name, "mode": p.mode,
+            **p.document, "source": p.source, "created_at": p.created_at,
+            "updated_at": p.updated_at}

@@ -16,14 +16,8 @@ from relay.cliutil import (
     json_argument,
 )
 from relay.guardrail.detectors import default_detector_set
-from relay.guardrail.policy import MODES, GuardrailRuleError, parse_rules
+from relay.guardrail.policy import MODES, GuardrailRuleError, guardrail_view, parse_rules
 from relay.store.base import AuditDraft, GuardrailRecord, Store, new_id, rfc3339, utc_now
-
-
-def guardrail_view(g: GuardrailRecord) -> dict[str, Any]:
-    return {"id": g.id, "workspace_id": g.workspace_id, "name": g.name, "mode": g.mode,
-            "rules": g.rules, "is_default": g.is_default, "source": g.source,
-            "created_at": g.created_at, "updated_at": g.updated_at}
 
 
 def _rules(text: str) -> list[dict[str, Any]]:

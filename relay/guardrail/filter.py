@@ -175,7 +175,7 @@ class GuardrailFilter(Filter):
         if event.is_done:
             return self._flush(x, guardrails, streams, event)
         try:
-            document = orjson.loads(event.data)
+            document = event.json()
         except orjson.JSONDecodeError:
             return CONTINUE
         choices = document.get("choices") if isinstance(document, dict) else None
@@ -194,8 +194,7 @@ class GuardrailFilter(Filter):
             keep = keep or verdict
         if not keep:
             return DROP
-        event.data = orjson.dumps(document)
-        event.raw = encode_data(event.data)
+        event.set_json(document)
         return CONTINUE
 
     def _release_choice(

@@ -169,3 +169,10 @@ def fail_closed_guardrail(record: GuardrailRecord) -> Guardrail:
                       frozenset({"input", "output"}))
     return Guardrail(record.id, record.workspace_id, record.name, "enforce", (everything,),
                      record.is_default, record.source)
+
+
+def guardrail_view(g: GuardrailRecord) -> dict[str, Any]:
+    """A stored guardrail as the CLI and the admin API show it."""
+    return {"id": g.id, "workspace_id": g.workspace_id, "name": g.name, "mode": g.mode,
+            "rules": g.rules, "is_default": g.is_default, "source": g.source,
+            "created_at": g.created_at, "updated_at": g.updated_at}

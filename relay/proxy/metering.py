@@ -17,7 +17,7 @@ from relay.errors import QuotaExceeded
 from relay.metrics import RelayMetrics
 from relay.proxy.access import AccessControl
 from relay.proxy.pipeline import CONTINUE, DROP, Exchange, Filter, LocalReply, Verdict
-from relay.proxy.sse import SSEEvent, encode_data, encode_json
+from relay.proxy.sse import SSEEvent
 
 USAGE_INJECTABLE = frozenset({"chat_completions", "completions"})
 _USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")
@@ -56,8 +56,7 @@ def _strip_null_usage(event: SSEEvent) -> None:
     """
     data = event.data.replace(b',"usage":null', b"").replace(b'{"usage":null,', b"{")
     if len(data) != len(event.data):
-        event.data = data
-        event.raw = encode_data(data)
+        event.set_data(data)
 
 
 class MeteringFilter(Filter):
@@ -91,7 +90,7 @@ class MeteringFilter(Filter):
                 _strip_null_usage(event)
             return CONTINUE
         try:
-            document = orjson.loads(data)
+            document = event.json()
         except orjson.JSONDecodeError:
             return CONTINUE
         usage = usage_in(document)
@@ -104,8 +103,7 @@ class MeteringFilter(Filter):
             return DROP
         # Usage rode on a chunk that also carries content: keep the content only.
         document.pop("usage", None)
-        event.raw = encode_json(document)
-        event.data = orjson.dumps(document)
+        event.set_json(document)
         return CONTINUE
 
     def on_complete(self, x: Exchange) -> None:

@@ -14,11 +14,13 @@ Rules of this file:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 DONE = b"[DONE]"
+_UNPARSED: Any = object()
 
 
 @dataclass(slots=True)
@@ -26,10 +28,29 @@ class SSEEvent:
     raw: bytes  # the whole event including its terminating blank line
     data: bytes  # data lines joined with b"\n"; b"" when the event has none
     event: bytes | None = None  # the `event:` field, when present
+    # `data` parsed as JSON, once for all the filters that read it (see json()).
+    _parsed: Any = field(default=_UNPARSED, repr=False, compare=False)
 
     @property
     def is_done(self) -> bool:
         return self.data == DONE
+
+    def json(self) -> Any:
+        """The data as JSON, parsed on first use (orjson.JSONDecodeError if it is not).
+        Filters that change the document in place call set_json to re-encode it."""
+        if self._parsed is _UNPARSED:
+            self._parsed = orjson.loads(self.data)
+        return self._parsed
+
+    def set_json(self, document: Any) -> None:
+        """Re-encode the event from `document` (the one json() gave, or a new one)."""
+        self.set_data(orjson.dumps(document))
+        self._parsed = document
+
+    def set_data(self, data: bytes) -> None:
+        self.data = data
+        self.raw = encode_data(data)
+        self._parsed = _UNPARSED
 
 
 def _parse(block: bytes) -> SSEEvent:

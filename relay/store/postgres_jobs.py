@@ -207,12 +207,6 @@ async def update_guardrail(
     return _guardrail(await conn.fetchrow(select, guardrail_id))
 
 
-async def set_key_guardrail(conn: Conn, key_id: str, guardrail_id: str | None) -> None:
-    await conn.execute("UPDATE relay_keys SET guardrail_id = $1 WHERE id = $2",
-                       guardrail_id, key_id)
-    await bump_state(conn)
-
-
 async def insert_policy(conn: Conn, p: FirewallPolicyRecord) -> FirewallPolicyRecord:
     await conn.execute(
         f"INSERT INTO firewall_policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, "

@@ -107,9 +107,6 @@ class ControlMethods(_Jobs):
         return await self._audited(
             lambda c: pj.update_guardrail(c, guardrail_id, mode, is_default, name, rules), audit)
 
-    async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None:
-        await self._write(lambda c: pj.set_key_guardrail(c, key_id, guardrail_id), STATE)
-
     async def create_firewall_policy(
         self, record: FirewallPolicyRecord, *, audit: AuditDraft | None = None
     ) -> FirewallPolicyRecord:

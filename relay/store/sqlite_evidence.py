@@ -79,11 +79,6 @@ def update_guardrail(
     ).fetchone())
 
 
-def set_key_guardrail(conn: sqlite3.Connection, key_id: str, guardrail_id: str | None) -> None:
-    conn.execute("UPDATE relay_keys SET guardrail_id = ? WHERE id = ?", (guardrail_id, key_id))
-    bump_state(conn)
-
-
 def ensure_hmac_keys(conn: sqlite3.Connection) -> dict[str, bytes]:
     missing = conn.execute(
         "SELECT id FROM workspaces WHERE id NOT IN (SELECT workspace_id FROM workspace_secrets)"

@@ -92,9 +92,6 @@ class ControlMethods(_Jobs):
         return await self._write(adm.audited(
             lambda c: ev.update_guardrail(c, guardrail_id, mode, is_default, name, rules), audit))
 
-    async def set_key_guardrail(self, key_id: str, guardrail_id: str | None) -> None:
-        await self._write(lambda c: ev.set_key_guardrail(c, key_id, guardrail_id))
-
     async def create_firewall_policy(
         self, record: FirewallPolicyRecord, *, audit: AuditDraft | None = None
     ) -> FirewallPolicyRecord:

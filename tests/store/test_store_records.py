@@ -166,12 +166,12 @@ async def test_log_head_and_hmac_keys(store: AnyStore) -> None:
     assert await store.workspace_hmac_keys() == keys
 
 
-async def test_set_key_guardrail_and_usage_of_unknown_buckets(store: AnyStore) -> None:
+async def test_key_guardrail_override_and_usage_of_unknown_buckets(store: AnyStore) -> None:
     ws = (await store.create_workspace("acme", "paid")).id
     record, _ = new_relay_key(ws, "ci")
     await store.create_key(record)
     version = await store.state_version()
-    await store.set_key_guardrail(record.id, "gr_1")
+    await store.update_key(record.id, guardrail_id=("gr_1",))
     assert await store.state_version() == version + 1
     key = await store.get_key(record.id)
     assert key is not None and key.guardrail_id == "gr_1"
