@@ -14,11 +14,23 @@ reported), ``window`` (characters either side of a hit the pattern may see, defa
 ``examples.positive`` / ``examples.negative``.
 
 ``prefilter`` replaces ``anchors`` for values with no cheap literal (digit runs, hex groups,
-IBAN country codes): a case-sensitive Python ``re`` pattern run once, in C, over the
-normalised text; each match is a candidate region exactly like a merged anchor hit, and
-detectors with the same prefilter share one pass. A detector needs ``anchors`` or a
-``prefilter`` (or both). Keep prefilters cheap (start with a character class, no
-lookarounds) and loose: a value the prefilter misses is never found. Frequent single
+IBAN country codes): a case-sensitive Python ``re`` pattern (ASCII only), or a list of
+them whose regions add up, each run once, in C, over one of two byte views of the
+normalised text, chosen by ``prefilter_view``:
+
+``text`` (default)
+    the text itself as ASCII bytes, each non-ASCII character read as ``?`` (one byte per
+    character, so offsets stay the text's own);
+``shape``
+    the same bytes with every digit read as ``0`` and every uppercase ASCII letter as ``A``,
+    so a digit run is ``0[0 .-]*0`` and an IBAN head ``AA00``.
+
+Each match is a candidate region exactly like a merged anchor hit, and detectors with the
+same prefilter share one pass. A detector needs ``anchors`` or a ``prefilter`` (or both).
+Keep prefilters cheap and loose: a value the prefilter misses is never found. What makes
+one cheap is its first item: ``re`` finds a leading literal (``:``, ``+``, ``0`` in the shape
+view) with a fast search, while a leading class, group or lookaround is tried at every
+position — several times slower. That is what the shape view is for. Frequent single
 characters such as digits, ``:`` or ``-`` do not belong in ``anchors``: each hit costs a
 Python-level step, and a prefilter region covers a whole run at once.
 """
@@ -47,6 +59,7 @@ _ALLOWED_KEYS = frozenset(
         "category",
         "anchors",
         "prefilter",
+        "prefilter_view",
         "pattern",
         "validator",
         "confidence",
@@ -56,6 +69,9 @@ _ALLOWED_KEYS = frozenset(
     }
 )
 _ALLOWED_EXAMPLE_KEYS = frozenset({"positive", "negative"})
+PREFILTER_VIEWS = ("text", "shape")
+# The shape view: digits read 0, uppercase ASCII letters A (see the module docstring).
+_SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
 
 class DetectorError(ValueError):
@@ -75,7 +91,8 @@ class Detector:
     examples_positive: tuple[str, ...]
     examples_negative: tuple[str, ...]
     source: Path
-    prefilter: re.Pattern[str] | None = None
+    prefilter: tuple[re.Pattern[str], ...] = ()
+    prefilter_view: str = "text"
 
 
 def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
@@ -101,18 +118,26 @@ def _parse_examples(
 
 def _parse_prefilter(
     raw: object, fail: Callable[[str, str], DetectorError]
-) -> re.Pattern[str] | None:
+) -> tuple[re.Pattern[str], ...]:
     if raw is None:
-        return None
-    if not isinstance(raw, str) or not raw:
-        raise fail("prefilter", "must be a non-empty string")
-    try:
-        compiled = re.compile(raw)
-    except re.error as exc:
-        raise fail("prefilter", f"does not compile: {exc}") from None
-    if compiled.search("") is not None:
-        raise fail("prefilter", "must not match the empty string")
-    return compiled
+        return ()
+    sources = raw if isinstance(raw, list) else [raw]
+    if not sources:
+        raise fail("prefilter", "must be a non-empty string or list of strings")
+    compiled: list[re.Pattern[str]] = []
+    for source in sources:
+        if not isinstance(source, str) or not source:
+            raise fail("prefilter", "must be a non-empty string or list of strings")
+        if not source.isascii():
+            raise fail("prefilter", "must be ASCII (it runs over an ASCII byte view of the text)")
+        try:
+            rx = re.compile(source)
+        except re.error as exc:
+            raise fail("prefilter", f"does not compile: {exc}") from None
+        if rx.search("") is not None:
+            raise fail("prefilter", "must not match the empty string")
+        compiled.append(rx)
+    return tuple(compiled)
 
 
 def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
@@ -131,6 +156,11 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
     if category not in CATEGORIES:
         raise fail("category", f"must be one of {sorted(CATEGORIES)}, got {category!r}")
     prefilter = _parse_prefilter(raw.get("prefilter"), fail)
+    view = raw.get("prefilter_view", "text")
+    if view not in PREFILTER_VIEWS:
+        raise fail("prefilter_view", f"must be one of {list(PREFILTER_VIEWS)}, got {view!r}")
+    if view != "text" and not prefilter:
+        raise fail("prefilter_view", "needs a prefilter")
     anchors = _str_list(raw.get("anchors", [] if prefilter else None), fail, "anchors")
     if not all(anchors) or not (anchors or prefilter):
         raise fail("anchors", "must be a non-empty list of non-empty strings")
@@ -161,7 +191,7 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         id=ident, category=category, anchors=tuple(anchors), pattern=pattern,
         validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
         window=window, examples_positive=positive, examples_negative=negative, source=path,
-        prefilter=prefilter,
+        prefilter=prefilter, prefilter_view=view,
     )  # fmt: skip
 
 
@@ -216,14 +246,19 @@ class DetectorSet:
         if by_anchor:
             self.automaton.make_automaton()
         self._empty = not by_anchor
-        by_prefilter: dict[tuple[str, int], tuple[re.Pattern[str], list[int]]] = {}
+        # One bytes pattern per distinct (view, prefilter), shared by its detectors.
+        by_prefilter: dict[tuple[str, str], tuple[re.Pattern[bytes], list[int]]] = {}
         for index, det in enumerate(self.detectors):
-            if det.prefilter is not None:
-                key = (det.prefilter.pattern, det.prefilter.flags)
-                by_prefilter.setdefault(key, (det.prefilter, []))[1].append(index)
-        self.prefilters: tuple[tuple[re.Pattern[str], tuple[int, ...]], ...] = tuple(
-            (rx, tuple(owners)) for rx, owners in by_prefilter.values()
+            for prefilter in det.prefilter:
+                key = (det.prefilter_view, prefilter.pattern)
+                if key not in by_prefilter:
+                    by_prefilter[key] = (re.compile(prefilter.pattern.encode("ascii")), [])
+                if index not in by_prefilter[key][1]:
+                    by_prefilter[key][1].append(index)
+        self.prefilters: tuple[tuple[bool, re.Pattern[bytes], tuple[int, ...]], ...] = tuple(
+            (view == "shape", rx, tuple(owners)) for (view, _), (rx, owners) in by_prefilter.items()
         )
+        self._any_shape = any(shape for shape, _, _ in self.prefilters)
 
     def __len__(self) -> int:
         return len(self.detectors)
@@ -256,12 +291,18 @@ class DetectorSet:
         return hits
 
     def prefilter_hits(self, text: str, hits: dict[int, list[tuple[int, int]]]) -> None:
-        """Add each prefilter's match spans over ``text`` (normalised, not lowered) to ``hits``.
+        """Add each prefilter's match spans over ``text``'s byte view to ``hits``.
 
-        One C-level ``finditer`` per distinct prefilter, shared by every detector using it.
+        ``text`` is the normalised text (not lowered). One C-level ``finditer`` per
+        distinct prefilter, shared by every detector using it; the views have one byte per
+        character, so spans are ``text`` offsets.
         """
-        for rx, owners in self.prefilters:
-            spans = [m.span() for m in rx.finditer(text)]
+        if not self.prefilters:
+            return
+        view = text.encode("ascii", "replace")
+        shape = view.translate(_SHAPE) if self._any_shape else view
+        for on_shape, rx, owners in self.prefilters:
+            spans = [m.span() for m in rx.finditer(shape if on_shape else view)]
             if not spans:
                 continue
             for index in owners:

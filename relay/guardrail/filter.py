@@ -33,7 +33,7 @@ from relay.evidence import EvidenceEvent, masked_snippet, value_hmac
 from relay.guardrail.detectors import DetectorSet
 from relay.guardrail.holdback import HoldBack
 from relay.guardrail.policy import Guardrail, GuardrailSet, Rule, Stage, applied
-from relay.guardrail.scan import Finding, scan
+from relay.guardrail.scan import Finding, scan, scan_many
 from relay.metrics import RelayMetrics
 from relay.proxy.access import AccessControl
 from relay.proxy.pipeline import CONTINUE, DROP, Exchange, Filter, LocalReply, Verdict
@@ -275,9 +275,9 @@ class GuardrailFilter(Filter):
 
     def _inspect(self, x: Exchange, g: GuardrailSet, stage: Stage, slots: list[Slot]) -> bool:
         """Scan the slots; record evidence; mask in place. True when the exchange is blocked."""
-        found = [(slot, slot[0][slot[1]]) for slot in slots]
-        return self._record_many(
-            x, g, stage, [(slot, text, scan(text, self._detectors)) for slot, text in found])
+        texts = [slot[0][slot[1]] for slot in slots]
+        findings = scan_many(texts, self._detectors)
+        return self._record_many(x, g, stage, list(zip(slots, texts, findings, strict=True)))
 
     def _record_many(
         self, x: Exchange, guardrails: GuardrailSet, stage: Stage,

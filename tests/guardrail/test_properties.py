@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from relay.guardrail.detectors import default_detector_set
 from relay.guardrail.holdback import HoldBack
-from relay.guardrail.scan import Finding, scan
+from relay.guardrail.scan import Finding, scan, scan_many
 
 DETECTORS = default_detector_set()
 # Arbitrary text, salted with the characters values are made of and with the zero-width
@@ -63,3 +63,9 @@ def test_hold_back_releases_exactly_the_input(text: str, cuts: list[int]) -> Non
         released += out
     assert released == text
     assert hold.held == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(TEXT, max_size=5))
+def test_scan_many_is_scan_of_each_text(texts: list[str]) -> None:
+    assert scan_many(texts, DETECTORS) == [_scan(t) for t in texts]

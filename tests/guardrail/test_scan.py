@@ -10,7 +10,7 @@ import pytest
 import regex
 
 from relay.guardrail.detectors import Detector, DetectorSet, default_detector_set
-from relay.guardrail.scan import Finding, normalise, scan
+from relay.guardrail.scan import Finding, normalise, scan, scan_many
 
 ZWSP, ZWJ, ZWNJ, BOM, SHY = "\u200b", "\u200d", "\u200c", "\ufeff", "\u00ad"
 GH_TOKEN = "ghp_fogoEmvnEN5N1aE6PwZPf1Qh6yYTWmE4lBYO"
@@ -250,7 +250,7 @@ def test_prefilter_detector_without_anchors() -> None:
         id="digits", category="pii", anchors=(), pattern=regex.compile(r"\d{6}"),
         validator=None, confidence=0.5, exclude=frozenset(), window=4,
         examples_positive=(), examples_negative=(), source=Path("t.toml"),
-        prefilter=re.compile(r"[0-9]{6}"),
+        prefilter=(re.compile(r"[0-9]{6}"),),
     )  # fmt: skip
     text = "id 123456 and 654321"
     results = scan(text, DetectorSet([det]))
@@ -262,7 +262,7 @@ def _prefiltered(ident: str, pattern: str, window: int, anchors: tuple[str, ...]
         id=ident, category="pii", anchors=anchors, pattern=regex.compile(pattern),
         validator=None, confidence=0.5, exclude=frozenset(), window=window,
         examples_positive=(), examples_negative=(), source=Path("t.toml"),
-        prefilter=re.compile(r"[0-9]{6}"),
+        prefilter=(re.compile(r"[0-9]{6}"),),
     )  # fmt: skip
 
 
@@ -283,6 +283,63 @@ def test_anchor_and_prefilter_hits_of_one_detector_combine() -> None:
     text = "123456 key 654321 key"
     assert found(text, DetectorSet([det])) == [
         ("mixed", "123456"), ("mixed", "key"), ("mixed", "654321"), ("mixed", "key")
+    ]  # fmt: skip
+
+
+def _viewed(view: str, *prefilters: str) -> Detector:
+    return Detector(
+        id="viewed", category="pii", anchors=(), pattern=regex.compile(r"[A-Z]{2}\d{4}"),
+        validator=None, confidence=0.5, exclude=frozenset(), window=4,
+        examples_positive=(), examples_negative=(), source=Path("t.toml"),
+        prefilter=tuple(re.compile(p) for p in prefilters), prefilter_view=view,
+    )  # fmt: skip
+
+
+def test_shape_view_reads_digits_as_0_and_capitals_as_a() -> None:
+    det = _viewed("shape", "AA0000")
+    # Non-ASCII characters before the value are one '?' each in the view: offsets hold.
+    text = "é€𝄞 XY1234 ab1234 XY12"
+    assert found(text, DetectorSet([det])) == [("viewed", "XY1234")]
+    # The same prefilter over the text view matches nothing: no literal 'AA0000' here.
+    assert found(text, DetectorSet([_viewed("text", "AA0000")])) == []
+
+
+def test_a_list_of_prefilters_adds_up_their_regions() -> None:
+    det = _viewed("text", "AB", "CD")
+    assert found("AB1234 CD5678 EF9012", DetectorSet([det])) == [
+        ("viewed", "AB1234"), ("viewed", "CD5678")
+    ]  # fmt: skip
+
+
+def test_scan_many_matches_scanning_each_text() -> None:
+    texts = [
+        "mail a@example.com",
+        "card 4111 1111 1111 1111 and ssn 536-22-1234",
+        "",
+        "key AKIAZ7VQ3LKHM5GX4RTN",
+        "ip 203.0.113.42",
+    ]
+    assert scan_many(texts, default_detector_set()) == [
+        scan(t, default_detector_set()) for t in texts
+    ]
+
+
+def test_scan_many_falls_back_when_a_match_runs_into_the_next_text() -> None:
+    # A PEM body cut at the end of one text: its pattern swallows the trailing newline
+    # of the separator, so the joined pass is refused and each text is scanned alone.
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7" * 3
+    texts = [f"-----BEGIN PRIVATE KEY-----\n{body}", "the next message"]
+    got = scan_many(texts, default_detector_set())
+    assert got == [scan(t, default_detector_set()) for t in texts]
+    (finding,) = got[0]
+    assert finding.end == len(texts[0])
+
+
+def test_scan_many_with_nul_in_a_text_scans_each_alone() -> None:
+    texts = ["a\x00b a@example.com", "c@example.org"]
+    got = scan_many(texts, default_detector_set())
+    assert [[t[f.start : f.end] for f in fs] for t, fs in zip(texts, got, strict=True)] == [
+        ["a@example.com"], ["c@example.org"]
     ]  # fmt: skip
 
 

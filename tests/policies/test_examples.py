@@ -92,7 +92,7 @@ def test_minimal_file_loads_with_defaults(tmp_path: Path) -> None:
 def test_prefilter_replaces_anchors(tmp_path: Path) -> None:
     _write(tmp_path, "pf.toml", GOOD.replace('anchors = ["demo_"]', "prefilter = 'demo_'"))
     (det,) = load_detectors(tmp_path)
-    assert det.anchors == () and det.prefilter is not None
+    assert det.anchors == () and [p.pattern for p in det.prefilter] == ["demo_"]
     (finding,) = scan("x demo_abcdefgh y", DetectorSet([det]))
     assert (finding.start, finding.end) == (2, 15)
 
@@ -114,6 +114,12 @@ def test_prefilter_replaces_anchors(tmp_path: Path) -> None:
         ('anchors = ["demo_"]', "prefilter = 'demo_[a-z'", "demo_token", "prefilter"),
         ('anchors = ["demo_"]', "prefilter = 'x*'", "demo_token", "prefilter"),
         ('anchors = ["demo_"]', "prefilter = 3", "demo_token", "prefilter"),
+        ('anchors = ["demo_"]', "prefilter = []", "demo_token", "prefilter"),
+        ('anchors = ["demo_"]', "prefilter = ['demo_', 'd\u00e9mo']", "demo_token", "prefilter"),
+        ('anchors = ["demo_"]', "prefilter = 'demo_'\nprefilter_view = 'hex'", "demo_token",
+         "prefilter_view"),
+        ('category = "secret"', 'category = "secret"\nprefilter_view = "shape"', "demo_token",
+         "prefilter_view"),
         ('anchors = ["demo_"]', "", "demo_token", "anchors"),
     ],
 )  # fmt: skip
