@@ -10,7 +10,8 @@ Fields of a ``[[detector]]`` table:
 syntax; a named group ``value`` narrows the finding), ``anchors`` (lowercased literals for
 the Aho-Corasick pass), ``prefilter`` (optional), ``validator`` (a name from
 ``validators.VALIDATORS``), ``confidence`` (0-1, default 0.5), ``exclude`` (values never
-reported), ``window`` (characters either side of a hit the pattern may see, default 256),
+reported), ``window`` (characters either side of a hit the pattern may see, default 256;
+or ``[before, after]`` when the value lies mostly on one side of its anchor),
 ``examples.positive`` / ``examples.negative``.
 
 ``prefilter`` replaces ``anchors`` for values with no cheap literal (digit runs, hex groups,
@@ -93,6 +94,8 @@ class Detector:
     source: Path
     prefilter: tuple[re.Pattern[str], ...] = ()
     prefilter_view: str = "text"
+    # Characters before a hit the pattern may see; None: the same as ``window`` (after).
+    window_before: int | None = None
 
 
 def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
@@ -140,6 +143,23 @@ def _parse_prefilter(
     return tuple(compiled)
 
 
+def _parse_window(
+    raw: object, fail: Callable[[str, str], DetectorError]
+) -> tuple[int, int | None]:
+    """(after, before or None for the same) from ``n`` or ``[before, after]``."""
+
+    def size(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise fail("window", "must be a non-negative integer or [before, after]")
+        return value
+
+    if isinstance(raw, list):
+        if len(raw) != 2:
+            raise fail("window", "must be a non-negative integer or [before, after]")
+        return size(raw[1]), size(raw[0])
+    return size(raw), None
+
+
 def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
     ident = raw.get("id")
     label = ident if isinstance(ident, str) and ident else f"#{index}"
@@ -182,16 +202,14 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         raise fail("confidence", "must be a number")
     if not 0.0 <= confidence <= 1.0:
         raise fail("confidence", "must be between 0 and 1")
-    window = raw.get("window", DEFAULT_WINDOW)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise fail("window", "must be a non-negative integer")
+    window, window_before = _parse_window(raw.get("window", DEFAULT_WINDOW), fail)
     exclude = _str_list(raw.get("exclude", []), fail, "exclude")
     positive, negative = _parse_examples(raw.get("examples"), fail)
     return Detector(
         id=ident, category=category, anchors=tuple(anchors), pattern=pattern,
         validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
-        window=window, examples_positive=positive, examples_negative=negative, source=path,
-        prefilter=prefilter, prefilter_view=view,
+        window=window, window_before=window_before, examples_positive=positive,
+        examples_negative=negative, source=path, prefilter=prefilter, prefilter_view=view,
     )  # fmt: skip
 
 

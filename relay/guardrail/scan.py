@@ -11,9 +11,10 @@ Theory of operation
    hits of every detector at once (touching hits merge into one region, so a run of
    digits is one region); detectors without a hit cost nothing more.
 3. Confirm. Per detector, each anchor hit opens a window of ``window`` characters either
-   side; overlapping windows merge and the detector's pattern runs over each with
-   ``pos``/``endpos`` (so lookbehinds still see the real text before the window, while a
-   match never runs past the window: long values need a larger ``window``). A match
+   side (or its own ``[before, after]``); overlapping windows merge and the detector's
+   pattern runs over each with ``pos``/``endpos`` (so lookbehinds still see the real text
+   before the window, while a match never runs past the window: long values need a larger
+   ``window``). A match
    counts only if it overlaps one of that detector's anchor hits, its value is not in
    ``exclude``, and its validator (if any) accepts it. With a named group ``value`` the
    group is the value and its span is the finding's span.
@@ -91,16 +92,18 @@ def _lower_same_length(text: str) -> str:
     return "".join(lc if len(lc := ch.lower()) == 1 else ch for ch in text)
 
 
-def _windows(hits: list[tuple[int, int]], window: int, size: int) -> list[tuple[int, int]]:
-    """Merge ``window``-widened hits; ``hits`` must be sorted."""
+def _windows(
+    hits: list[tuple[int, int]], before: int, after: int, size: int
+) -> list[tuple[int, int]]:
+    """Merge hits widened by ``before`` and ``after``; ``hits`` must be sorted."""
     merged: list[tuple[int, int]] = []
     append = merged.append
     cur_lo = cur_hi = -1
     for start, end in hits:
-        lo = start - window
+        lo = start - before
         if lo < 0:
             lo = 0
-        hi = end + window
+        hi = end + after
         if hi > size:
             hi = size
         if cur_hi >= 0 and lo <= cur_hi:
@@ -137,7 +140,7 @@ class _Hits:
         self.hits = sorted(hits)
         self.starts: list[int] = []  # filled by touches() on first use
         self.longest = 0
-        self.windows: dict[int, list[tuple[int, int]]] = {}
+        self.windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
     def touches(self, lo: int, hi: int) -> bool:
         """Whether [lo, hi) overlaps one of the hits."""
@@ -151,9 +154,12 @@ def _confirm(
     det: Detector, det_index: int, text: str, prepared: _Hits, found: list[_Candidate],
     joined: bool,
 ) -> None:
-    windows = prepared.windows.get(det.window)
+    before = det.window if det.window_before is None else det.window_before
+    windows = prepared.windows.get((before, det.window))
     if windows is None:
-        windows = prepared.windows[det.window] = _windows(prepared.hits, det.window, len(text))
+        windows = prepared.windows[before, det.window] = _windows(
+            prepared.hits, before, det.window, len(text)
+        )
     touches = prepared.touches
     has_value = "value" in det.pattern.groupindex
     exclude, validator = det.exclude, det.validator

@@ -278,6 +278,23 @@ def test_shared_prefilter_keeps_each_detectors_own_window(narrow_first: bool) ->
     assert found(text, DetectorSet(both)) == [("wide", "123456 x")]
 
 
+def test_window_before_and_after_a_hit_are_each_its_own() -> None:
+    # The value must overlap the anchor "key"; what the pattern may see around it is
+    # bounded by window_before on the left and window on the right.
+    def det(before: int | None, after: int) -> Detector:
+        return Detector(
+            id="kv", category="secret", anchors=("key",), pattern=regex.compile(r"\w*key\w*"),
+            validator=None, confidence=0.5, exclude=frozenset(), window=after,
+            window_before=before, examples_positive=(), examples_negative=(),
+            source=Path("t.toml"),
+        )  # fmt: skip
+
+    text = "abckeydef"
+    assert found(text, DetectorSet([det(None, 3)])) == [("kv", "abckeydef")]
+    assert found(text, DetectorSet([det(0, 3)])) == [("kv", "keydef")]
+    assert found(text, DetectorSet([det(3, 1)])) == [("kv", "abckeyd")]
+
+
 def test_anchor_and_prefilter_hits_of_one_detector_combine() -> None:
     det = _prefiltered("mixed", r"key|\d{6}", 0, anchors=("key",))
     text = "123456 key 654321 key"

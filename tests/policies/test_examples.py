@@ -89,6 +89,13 @@ def test_minimal_file_loads_with_defaults(tmp_path: Path) -> None:
     assert det.exclude == frozenset()
 
 
+def test_window_may_differ_before_and_after(tmp_path: Path) -> None:
+    sided = GOOD.replace('category = "secret"', 'category = "secret"\nwindow = [4, 64]')
+    _write(tmp_path, "w.toml", sided)
+    (det,) = load_detectors(tmp_path)
+    assert (det.window_before, det.window) == (4, 64)
+
+
 def test_prefilter_replaces_anchors(tmp_path: Path) -> None:
     _write(tmp_path, "pf.toml", GOOD.replace('anchors = ["demo_"]', "prefilter = 'demo_'"))
     (det,) = load_detectors(tmp_path)
@@ -115,6 +122,11 @@ def test_prefilter_replaces_anchors(tmp_path: Path) -> None:
         ('anchors = ["demo_"]', "prefilter = 'x*'", "demo_token", "prefilter"),
         ('anchors = ["demo_"]', "prefilter = 3", "demo_token", "prefilter"),
         ('anchors = ["demo_"]', "prefilter = []", "demo_token", "prefilter"),
+        ('category = "secret"', 'category = "secret"\nwindow = [1, 2, 3]', "demo_token",
+         "window"),
+        ('category = "secret"', 'category = "secret"\nwindow = [-1, 2]', "demo_token",
+         "window"),
+        ('category = "secret"', 'category = "secret"\nwindow = true', "demo_token", "window"),
         ('anchors = ["demo_"]', "prefilter = ['demo_', 'd\u00e9mo']", "demo_token", "prefilter"),
         ('anchors = ["demo_"]', "prefilter = 'demo_'\nprefilter_view = 'hex'", "demo_token",
          "prefilter_view"),
