@@ -80,6 +80,7 @@ TYPE_OF: dict[str, str] = {
     "aws_secret_access_key": "aws_secret_access_key",
     "gcp_api_key": "google_api_key",
     "private_key_pem": "private_key",
+    "gcp_service_account_key": "private_key",
     "json_web_token": "jwt",
     "stripe_live_key": "stripe_key",
     "npm_access_token": "npm_token",

@@ -12,6 +12,7 @@ import binascii
 import ipaddress
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -52,6 +53,59 @@ def luhn(value: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+# Issuer identification number (IIN) ranges and the PAN lengths issued under them (ISO/IEC
+# 7812; card brands' published ranges). (low prefix, high prefix, lengths): a number is a card
+# number only if some range holds its leading digits and its length.
+_L12_19 = frozenset(range(12, 20))
+_L14_19 = frozenset(range(14, 20))
+_L16_19 = frozenset(range(16, 20))
+CARD_IIN_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
+    ("4", "4", frozenset({13, 16, 19})),  # Visa (13 digits: legacy cards)
+    ("51", "55", frozenset({16})),  # Mastercard
+    ("2221", "2720", frozenset({16})),  # Mastercard 2-series
+    ("2200", "2204", frozenset({16})),  # Mir
+    ("34", "34", frozenset({15})),  # American Express
+    ("37", "37", frozenset({15})),
+    ("300", "305", _L14_19),  # Diners Club (Carte Blanche 14, international 16-19)
+    ("3095", "3095", _L14_19),
+    ("36", "36", _L14_19),
+    ("38", "39", _L14_19),
+    ("35", "35", _L16_19),  # JCB: 3528-3589, and the rest of 35 as test-card generators use it
+    ("6011", "6011", _L16_19),  # Discover
+    ("644", "649", _L16_19),
+    ("65", "65", _L16_19),
+    ("60", "60", frozenset({16})),  # RuPay
+    ("62", "62", _L16_19),  # UnionPay (and Discover co-brand 622126-622925)
+    ("636", "639", _L16_19),  # InterPayment, InstaPayment
+    ("50", "50", _L12_19),  # Maestro (historic 50 and 56-58 blocks, listed IINs in 6)
+    ("56", "58", _L12_19),
+    ("0604", "0604", _L12_19),
+    ("6304", "6304", _L12_19),
+    ("6390", "6390", _L12_19),
+    ("6759", "6759", _L12_19),
+    ("6761", "6763", _L12_19),
+)
+
+
+def card_brand_length(digits: str) -> bool:
+    """True when the leading digits fall in a card brand's IIN range issued at this length.
+
+    Keeps Luhn-valid look-alikes out: 13-digit EAN barcodes outside Visa's ``4``, 14-digit
+    ``YYYYMMDDhhmmss`` timestamps (no brand issues 14 digits under ``19``/``20``), 15-digit
+    numbers that are not Amex.
+    """
+    n = len(digits)
+    for low, high, lengths in CARD_IIN_RANGES:
+        if n in lengths and low <= digits[: len(low)] <= high:
+            return True
+    return False
+
+
+def card_number(value: str) -> bool:
+    """A payment card number: Luhn-valid and a known brand's IIN range and length."""
+    return luhn(value) and card_brand_length(_strip_separators(value))
 
 
 def iban_mod97(value: str) -> bool:
@@ -146,6 +200,81 @@ def entropy(value: str) -> bool:
     return shannon_entropy(value) >= ENTROPY_THRESHOLD
 
 
+# Values that name a secret instead of holding one: code and config references.
+_REFERENCE = re.compile(
+    r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+"  # attribute path: settings.SECRET_KEY
+    r"|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+"  # environment variable name: DB_PASSWORD_FILE
+    r"|[a-z][a-z0-9]*(?:_[a-z0-9]+)+"  # snake_case identifier: cl100k_base
+)
+# File paths: /run/secrets/db, ./certs/key.pem, C:\\Users\\svc\\key.pem
+_PATH = re.compile(r"(?:~|\.{1,2})?(?:/[\w.-]+)+/?|[A-Za-z]:\\[\w.\\-]*")
+_CAMEL_CASE = re.compile(r"[a-z]{2,}[a-z0-9]*(?:[A-Z][a-z0-9]+)+")  # refreshToken2
+_HEX = re.compile(r"[0-9a-fA-F]+")
+HEX_ENTROPY_THRESHOLD = 3.0  # detect-secrets' hex limit; random 32-digit hex averages ~3.8
+_SEPARATORS = frozenset("-_.")
+_QUERY_PARAMETER = re.compile(r"&\w+=")
+
+
+def _mixes_case_and_digits(text: str) -> bool:
+    return (
+        any(c.isupper() for c in text)
+        and any(c.islower() for c in text)
+        and any(c.isdigit() for c in text)
+    )
+
+
+def _is_reference(value: str) -> bool:
+    if "://" in value or any(c in value for c in "()[]") or _REFERENCE.fullmatch(value):
+        return True
+    if _QUERY_PARAMETER.search(value):  # "a&token=b": the rest of a query string
+        return True
+    # A path's segments are names; base64 ("/T8sT3e2pK2YaFc/hCRnDJdG") has long segments that
+    # mix case and digits with no file extension.
+    return _PATH.fullmatch(value) is not None and not any(
+        len(part) >= 8 and "." not in part and _mixes_case_and_digits(part)
+        for part in value.replace("\\", "/").split("/")
+    )
+
+
+def _character_classes(value: str) -> int:
+    """How many of upper case, lower case, digits and symbols (not - _ .) ``value`` uses."""
+    upper = lower = digit = symbol = False
+    for c in value:
+        if c.isupper():
+            upper = True
+        elif c.islower():
+            lower = True
+        elif c.isdigit():
+            digit = True
+        elif c not in _SEPARATORS:
+            symbol = True
+    return upper + lower + digit + symbol
+
+
+def secret_value(value: str) -> bool:
+    """True for a value assigned to a secret-named key that looks like a real secret.
+
+    Random enough (``entropy``); or, below that bar, hex of key length (16+ digits mixing
+    letters and digits, above the hex entropy floor) or password-shaped: 8+ characters
+    using three of the four character classes of common password policies (upper case,
+    lower case, digits, symbols other than the separators ``- _ .``), as in ``Makebox5751#``
+    or ``m$*y&f*&dTxAO``, and not a camelCase variable (``refreshToken2``). Code and config
+    references are never secrets: URLs and query strings, calls, indexing and type
+    annotations (``ParseResults):``), attribute paths (``settings.SECRET_KEY``), variable
+    names (``DB_PASSWORD_FILE``) and file paths (``/run/secrets/db``).
+    """
+    if len(value) < 8 or _is_reference(value):
+        return False
+    if entropy(value):
+        return True
+    if _HEX.fullmatch(value):
+        mixed = any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+        return len(value) >= 16 and mixed and shannon_entropy(value) >= HEX_ENTROPY_THRESHOLD
+    if _CAMEL_CASE.fullmatch(value):  # a variable, not a password
+        return False
+    return _character_classes(value) >= 3
+
+
 def jwt(value: str) -> bool:
     """Three dot-separated segments whose header base64url-decodes to a JSON object with alg."""
     parts = value.split(".")
@@ -162,12 +291,14 @@ def jwt(value: str) -> bool:
 
 VALIDATORS: dict[str, Callable[[str], bool]] = {
     "luhn": luhn,
+    "card_number": card_number,
     "iban_mod97": iban_mod97,
     "ssn_rules": ssn_rules,
     "ipv4": ipv4,
     "ipv6": ipv6,
     "phone_digits": phone_digits,
     "entropy": entropy,
+    "secret_value": secret_value,
     "jwt": jwt,
     "aba_checksum": aba_checksum,
     "nhs_mod11": nhs_mod11,

@@ -24,6 +24,16 @@ CASES = [
          "4111x111111111111", "４１１１１１１１１１１１１１１１"],  # noqa: RUF001
     ),
     *_table(
+        "card_number",
+        ["4111111111111111", "4111 1111 1111 1111", "4222222222222", "4000000000000000006",
+         "5555-5555-5555-4444", "2223003122003222", "378282246310005", "30569309025904",
+         "36227206271667", "6011000990139424", "3530111333300000", "6200000000000005",
+         "560885404494", "6759649826438453", "2200000000000004"],
+        ["4111111111111112", "5253795106517", "6958091570237", "20231028102009",
+         "411111111111113", "5105105105105100123", "37828224631000", "3782822463100056",
+         "6011000000000004000000", "1234567890128", "0000000000000000"],
+    ),
+    *_table(
         "iban_mod97",
         ["GB82WEST12345698765432", "GB82 WEST 1234 5698 7654 32", "gb82west12345698765432",
          "DE89370400440532013000", "NL91ABNA0417164300", "FR1420041010050500013M02606"],
@@ -56,6 +66,18 @@ CASES = [
         "entropy",
         ["PtYgjmUhBel31iEl2hpChYgCfrL1spNxnyVmihA+", "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"],
         ["aaaaaaaaaaaaaaaaaaaaaaaa", "abababababababab", "password", ""],
+    ),
+    *_table(
+        "secret_value",
+        ["PtYgjmUhBel31iEl2hpChYgCfrL1spNxnyVmihA+", "Makebox5751#", "Earlypast8580",
+         "*!6NMKsq^LWLo1713s", "@PkJ0MMk%djI", "2434b25cd44b8da3afa33064a108abb8",
+         "N8BKZEsE-2EQ-P", "Password123", "m$*y&f*&dTxAO", "!ZvMBLz$UL#G", "p@ssw0rd",
+         "/T8sT3e2pK2YaFc/hCRnDJdGZsFQNYL7"],
+        ["changeme123", "Password", "password1", "deadbeefdeadbeef", "abc123ef",
+         "1234567890123456", "settings.SECRET_KEY", "DB_PASSWORD_FILE", "cl100k_base",
+         "os.getenv(", "env[OPENAI_API_KEY", "https://oauth2.example.com/token",
+         "/run/secrets/db_password", "./certs/Server2.pem", "C:\\Users\\Svc2\\key.pem",
+         "refreshToken2", "tls-secret-2024", "ParseResults):", "A&tokenb=B&c=1", "Ab1", ""],
     ),
     *_table(
         "jwt",
@@ -100,3 +122,29 @@ def test_shannon_entropy_values() -> None:
 def test_iban_length_table_is_consistent() -> None:
     for code, length in validators.IBAN_LENGTHS.items():
         assert len(code) == 2 and code.isupper() and 15 <= length <= 34
+
+
+def test_card_iin_ranges_are_well_formed() -> None:
+    for low, high, lengths in validators.CARD_IIN_RANGES:
+        assert low.isdigit() and high.isdigit() and len(low) == len(high) and low <= high
+        assert lengths and all(12 <= n <= 19 for n in lengths)
+
+
+@pytest.mark.parametrize(
+    ("digits", "expected"),
+    [
+        ("4" + "0" * 12, True),  # Visa 13
+        ("4" + "0" * 14, False),  # Visa is never 15
+        ("2221" + "0" * 12, True),  # Mastercard 2-series low edge
+        ("2720" + "0" * 12, True),  # and high edge
+        ("2721" + "0" * 12, False),
+        ("2019" + "0" * 10, False),  # a YYYY... timestamp, 14 digits
+        ("30" + "0" * 12, True),  # Diners Carte Blanche 14
+        ("34" + "0" * 13, True),  # Amex 15
+        ("34" + "0" * 14, False),  # Amex is never 16
+        ("6759" + "0" * 8, True),  # Maestro 12
+        ("69" + "0" * 11, False),  # 13 digits under 69: no brand
+    ],
+)
+def test_card_brand_length(digits: str, expected: bool) -> None:
+    assert validators.card_brand_length(digits) is expected
