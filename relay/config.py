@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MIB = 1024 * 1024
+UPSTREAM_CLIENTS = ("lean", "aiohttp")
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,8 @@ class Settings:
     upstream_connect_timeout_seconds: float = 10.0
     # Longest wait for a non-streamed answer, and longest silence inside a stream.
     upstream_timeout_seconds: float = 600.0
+    # The upstream HTTP client: "lean" (relay/proxy/http1.py) or "aiohttp" (ClientSession).
+    upstream_client: str = "lean"
     workers: int = 1
     uvloop: bool = True
     console_origins: tuple[str, ...] = ()
@@ -69,6 +72,11 @@ class Settings:
             raise ConfigError(
                 f"upstream_url: {self.upstream_url!r} is not an http(s) URL "
                 "(expected e.g. https://api.openai.com/v1)"
+            )
+        if self.upstream_client not in UPSTREAM_CLIENTS:
+            raise ConfigError(
+                f"upstream_client: {self.upstream_client!r} is not one of "
+                + ", ".join(UPSTREAM_CLIENTS)
             )
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes: {self.max_body_bytes} is below 1024")

@@ -17,6 +17,7 @@ def test_defaults_match_the_operator_contract() -> None:
     assert s.max_body_bytes == 16 * 1024 * 1024 and s.shutdown_grace_seconds == 30
     assert s.effective_database_url == "sqlite:///.orca/orca.db"
     assert s.effective_signing_key_file == ".orca/signing/ed25519.pem"
+    assert s.upstream_client == "lean"
 
 
 def test_env_beats_toml_and_flags_beat_env(tmp_path: Path) -> None:
@@ -47,6 +48,7 @@ def test_env_beats_toml_and_flags_beat_env(tmp_path: Path) -> None:
         ({"ORCA_UPSTREAM_URL": "ftp://x/v1"}, "upstream_url"),
         ({"ORCA_MAX_BODY_BYTES": "10"}, "max_body_bytes"),
         ({"ORCA_SHUTDOWN_GRACE_SECONDS": "-1"}, "shutdown_grace_seconds"),
+        ({"ORCA_UPSTREAM_CLIENT": "httpx"}, "upstream_client: 'httpx' is not one of lean, aiohttp"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> None:

@@ -223,7 +223,7 @@ class RelayHandler:
             await self.ctx.evidence.append(x.evidence)
 
     def _relay_whole(
-        self, x: Exchange, upstream: aiohttp.ClientResponse, data: bytes, timing: Timing
+        self, x: Exchange, upstream: up.UpstreamResponse, data: bytes, timing: Timing
     ) -> web.Response:
         headers = up.response_headers(upstream.headers)
         if upstream.status < 300 and self.spec.validate is not None:
@@ -247,7 +247,7 @@ class RelayHandler:
         self,
         request: web.Request,
         x: Exchange,
-        upstream: aiohttp.ClientResponse,
+        upstream: up.UpstreamResponse,
         timing: Timing,
     ) -> web.StreamResponse:
         chain = self.ctx.chain
@@ -260,18 +260,17 @@ class RelayHandler:
         await response.prepare(request)
         metrics.inflight_streams.inc()
         decoder = SSEDecoder()
-        content = upstream.content
         saw_done = False
         failure: RelayError | None = None
         try:
             while True:
                 waited = perf_counter()
                 try:
-                    chunk = await content.readany()
+                    chunk = await upstream.readany()
                 except TimeoutError:
                     failure = UpstreamTimeout("the upstream went silent mid-stream")
                     break
-                except aiohttp.ClientError as exc:
+                except up.STREAM_ERRORS as exc:
                     failure = UpstreamInterrupted(f"the upstream stream broke off: {exc}")
                     break
                 finally:

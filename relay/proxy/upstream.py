@@ -1,20 +1,27 @@
-"""The one HTTP client session to the upstream, header hygiene, and failure mapping.
+"""The one HTTP client to the upstream, header hygiene, and failure mapping.
 
 The upstream address comes only from configuration; the client's Authorization never
 travels upstream (the operator's provider key replaces it). Failures become
 UpstreamError subclasses so callers render one OpenAI-shaped 502/504.
+
+Two clients give the same `UpstreamResponse` surface: the lean keep-alive HTTP/1.1
+client of `http1.py` (ORCA_UPSTREAM_CLIENT=lean, the default) and aiohttp's
+ClientSession (`aiohttp`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Protocol
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+import yarl
+from multidict import CIMultiDict, MultiMapping
 
 from relay.config import Settings
 from relay.errors import UpstreamBadResponse, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from relay.proxy import http1
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the ones a proxy must set itself.
 HOP_BY_HOP = frozenset(
@@ -76,7 +83,7 @@ def request_headers(client: Mapping[str, str], provider_key: str) -> dict[str, s
     return out
 
 
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def response_headers(upstream: MultiMapping[str]) -> CIMultiDict[str]:
     """Headers for the client: the upstream's, minus hop-by-hop and what the relay sets."""
     drop = RESPONSE_DROP
     if "Connection" in upstream:
@@ -90,29 +97,80 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return out
 
 
+class UpstreamResponse(Protocol):
+    """What `Upstream.send` returns: status and headers read, the body still to come."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> MultiMapping[str]: ...
+    @property
+    def content_type(self) -> str: ...
+    async def read(self) -> bytes: ...
+    async def readany(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class _AiohttpResponse:
+    """aiohttp's ClientResponse behind the UpstreamResponse surface."""
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: MultiMapping[str] = response.headers
+
+    @property
+    def content_type(self) -> str:
+        return self._response.content_type
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+    async def readany(self) -> bytes:
+        return await self._response.content.readany()
+
+    def close(self) -> None:
+        self._response.close()
+
+
 class Upstream:
-    """Owns the ClientSession; `send` returns the response with headers read."""
+    """Owns the upstream client; `send` returns the response with headers read."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.base = settings.upstream_url.rstrip("/")
         self.provider_key = settings.upstream_api_key
-        self._timeout = aiohttp.ClientTimeout(
+        self.client: http1.Client | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.upstream_client == "lean":
+            self.client = http1.Client(
+                settings.upstream_url,
+                connect_timeout=settings.upstream_connect_timeout_seconds,
+                read_timeout=settings.upstream_timeout_seconds,
+            )
+            return
+        timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.upstream_connect_timeout_seconds,
             sock_read=settings.upstream_timeout_seconds,
         )
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=self._timeout,
+            timeout=timeout,
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
         )
 
     async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -124,10 +182,31 @@ class Upstream:
         headers: dict[str, str],
         body: bytes | None,
         query: Mapping[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
+        if self.client is None:
+            return await self._send_aiohttp(method, path, headers, body, query)
+        if query:
+            path += "?" + yarl.URL.build(query=query).raw_query_string
+        try:
+            return await self.client.request(method, path, headers, body)
+        except TimeoutError:
+            raise UpstreamTimeout("the upstream did not answer in time") from None
+        except http1.ConnectError as exc:
+            raise UpstreamUnreachable(f"cannot connect to the upstream: {exc.strerror}") from None
+        except http1.HTTPClientError as exc:
+            raise UpstreamBadResponse(f"the upstream sent a malformed response: {exc}") from None
+
+    async def _send_aiohttp(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        query: Mapping[str, str] | None,
+    ) -> UpstreamResponse:
         assert self._session is not None, "Upstream.start() not called"
         try:
-            return await self._session.request(
+            response = await self._session.request(
                 method, self.base + path, headers=headers, data=body, params=query
             )
         except TimeoutError:
@@ -136,10 +215,13 @@ class Upstream:
             raise UpstreamUnreachable(f"cannot connect to the upstream: {exc.strerror}") from None
         except aiohttp.ClientError as exc:
             raise UpstreamBadResponse(f"the upstream sent a malformed response: {exc}") from None
+        return _AiohttpResponse(response)
 
 
-# What reading an upstream body may raise when the upstream misbehaves.
-BODY_ERRORS = (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError)
+# What reading an upstream body may raise when the upstream misbehaves; all but
+# TimeoutError mean the body broke off.
+STREAM_ERRORS = (aiohttp.ClientError, http1.HTTPClientError)
+BODY_ERRORS = (TimeoutError, asyncio.IncompleteReadError, *STREAM_ERRORS)
 
 
 def body_failure(exc: BaseException) -> UpstreamError:
@@ -147,4 +229,3 @@ def body_failure(exc: BaseException) -> UpstreamError:
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout("the upstream stopped sending before the response ended")
     return UpstreamBadResponse(f"the upstream response was cut short: {exc}")
-
