@@ -13,10 +13,12 @@ running side by side for the whole run:
 
 Throughput and latency: wrk, closed loop, one thread, N connections (`-t1 -cN --latency`,
 chat_post.lua), POSTing one ~2 KB chat request (system prompt and five turns) with the
-relay key, for a fixed duration per point. Relay and floor processes run on one CPU;
-the mock upstream, wrk and this script on the other, so a proxy's figure measures the
-proxy alone. The direct figure shows what the load side can do by itself and must stay
-far above the relay's for the comparison to mean anything. Points are interleaved (each
+relay key, for a fixed duration per point. As in a real chat, the history repeats and the
+newest turn is new: each request carries its own conversation ref in the last turn.
+Relay and floor processes run on one CPU; the mock upstream, wrk and this script on the
+other, so a proxy's figure measures the proxy alone. The direct figure shows what the
+load side can do by itself and must stay far above the relay's for the comparison to mean
+anything. Points are interleaved (each
 run visits every concurrency and every target, in an order rotated per run) and
 repeated; tables quote medians of runs, with every run's figures at the end of
 RESULTS.md. A shorter pass then repeats concurrency 1 and 64 with every process on one
@@ -50,6 +52,7 @@ import datetime as dt
 import functools
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -194,7 +197,8 @@ TURNS = (
     ("user", "Thanks, the connection test passes now and the tiles show today's numbers. "
      "Is there a way to be warned next time before the dashboards go stale, maybe an email "
      "to me and to the data team when a scheduled refresh fails twice in a row? We would "
-     "rather hear it from the product than from the sales director on a Monday morning."),
+     "rather hear it from the product than from the sales director on a Monday morning. "
+     "(conversation ref aaaaaaaa)"),
 )
 
 
@@ -472,9 +476,17 @@ class WrkResult:
                 f"{self.foreign_pct:.0f}{flag}")
 
 
+# Each wrk run numbers its requests' conversation refs from its own block, so no run
+# repeats a newest turn an earlier run sent (chat_post.lua).
+_REF_BLOCKS = itertools.count(1)
+REF_BLOCK = 10_000_000
+
+
 def run_wrk(target: Target, conc: int, seconds: float, body_file: Path, cpu: int) -> WrkResult:
+    first_ref = str(next(_REF_BLOCKS) * REF_BLOCK)
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s",
-            "--latency", "-s", str(LUA_SCRIPT), target.url, "--", str(body_file), target.key]
+            "--latency", "-s", str(LUA_SCRIPT), target.url, "--", str(body_file), target.key,
+            first_ref]
     total_before, main_before = cpu_split(target.proc.pid)
     procs_before, started = process_table(), time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -776,7 +788,9 @@ def method_section(r: Report) -> list[str]:
         "`benchmarks/passthrough.py`; the relay runs as shipped (one worker, no controls "
         "configured, metering on, fresh SQLite data dir).",
         f"- Request: POST /v1/chat/completions, {r.body_bytes} bytes of JSON (system prompt "
-        "and five turns), `Authorization: Bearer <relay key>` on every target.",
+        "and five turns), `Authorization: Bearer <relay key>` on every target; the last turn "
+        "carries a conversation ref unique to each request (chat_post.lua), as a real chat's "
+        "newest turn is new while its history repeats.",
         f"- wrk closed loop, `-t1 -cN --latency`, {o.duration:g} s per point, concurrency "
         f"{', '.join(map(str, o.concurrencies))}; {o.runs} run(s), each visiting every "
         "concurrency and target, target order rotated per run; medians of runs quoted. "

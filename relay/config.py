@@ -45,6 +45,9 @@ class Settings:
     # Console sessions: absolute lifetime, and how long one may sit unused.
     session_ttl_seconds: float = 12 * 3600.0
     session_idle_seconds: float = 30 * 60.0
+    # Texts whose findings each worker remembers (per relay key, by keyed digest only), so
+    # a conversation's resent history is not scanned again; 0 turns this off.
+    scan_cache_entries: int = 10_000
     # How often each process re-reads keys and shared usage from the store.
     state_refresh_seconds: float = 0.5
     log_level: str = "info"
@@ -80,6 +83,8 @@ class Settings:
             )
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes: {self.max_body_bytes} is below 1024")
+        if self.scan_cache_entries < 0:
+            raise ConfigError(f"scan_cache_entries: {self.scan_cache_entries} is below 0")
         if self.workers < 1:
             raise ConfigError(f"workers: {self.workers} must be at least 1")
         for name in (

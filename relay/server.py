@@ -58,14 +58,17 @@ class Services:
     evidence: EvidenceSpool
 
 
-def build_chain(access: AccessControl, metrics: RelayMetrics, detectors: DetectorSet) -> Chain:
+def build_chain(
+    access: AccessControl, metrics: RelayMetrics, detectors: DetectorSet,
+    scan_cache_entries: int = 0,
+) -> Chain:
     """The one place the order of controls is decided. Requests: quota first (a refused
     request costs no scan), then the firewall, then the guardrail. Answers: the firewall
     first as well, so it decides on what the upstream sent before the guardrail masks
     it and its deny wins (API.md), then the guardrail, then metering."""
     metering = MeteringFilter(access, metrics)
     firewall = FirewallFilter(access, detectors, metrics)
-    guardrail = GuardrailFilter(access, detectors, metrics)
+    guardrail = GuardrailFilter(access, detectors, metrics, scan_cache_entries)
     return Chain([metering, firewall, guardrail], encode_order=[firewall, guardrail, metering])
 
 
@@ -87,7 +90,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await access.start()
         await upstream.start()
         await evidence.start()
-        chain = build_chain(access, metrics, detectors)
+        chain = build_chain(access, metrics, detectors, settings.scan_cache_entries)
         yield Services(settings, store, access, upstream, metrics, chain, evidence)
     finally:
         publisher.cancel()

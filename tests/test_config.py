@@ -49,6 +49,7 @@ def test_env_beats_toml_and_flags_beat_env(tmp_path: Path) -> None:
         ({"ORCA_MAX_BODY_BYTES": "10"}, "max_body_bytes"),
         ({"ORCA_SHUTDOWN_GRACE_SECONDS": "-1"}, "shutdown_grace_seconds"),
         ({"ORCA_UPSTREAM_CLIENT": "httpx"}, "upstream_client: 'httpx' is not one of lean, aiohttp"),
+        ({"ORCA_SCAN_CACHE_ENTRIES": "-1"}, "scan_cache_entries: -1 is below 0"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> None:

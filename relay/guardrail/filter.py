@@ -33,7 +33,8 @@ from relay.evidence import EvidenceEvent, masked_snippet, value_hmac
 from relay.guardrail.detectors import DetectorSet
 from relay.guardrail.holdback import HoldBack
 from relay.guardrail.policy import Guardrail, GuardrailSet, Rule, Stage, applied
-from relay.guardrail.scan import Finding, scan, scan_many
+from relay.guardrail.scan import Finding, scan
+from relay.guardrail.scan_cache import ScanCache
 from relay.metrics import RelayMetrics
 from relay.proxy.access import AccessControl
 from relay.proxy.pipeline import CONTINUE, DROP, Exchange, Filter, LocalReply, Verdict
@@ -130,10 +131,12 @@ class GuardrailFilter(Filter):
     name = "guardrail"
 
     def __init__(
-        self, access: AccessControl, detectors: DetectorSet, metrics: RelayMetrics
+        self, access: AccessControl, detectors: DetectorSet, metrics: RelayMetrics,
+        scan_cache_entries: int = 0,
     ) -> None:
         self._access = access
         self._detectors = detectors
+        self._cache = ScanCache(detectors, scan_cache_entries)
         self._findings = metrics.guardrail_findings
 
     def decode_request(self, x: Exchange) -> Verdict:
@@ -276,7 +279,7 @@ class GuardrailFilter(Filter):
     def _inspect(self, x: Exchange, g: GuardrailSet, stage: Stage, slots: list[Slot]) -> bool:
         """Scan the slots; record evidence; mask in place. True when the exchange is blocked."""
         texts = [slot[0][slot[1]] for slot in slots]
-        findings = scan_many(texts, self._detectors)
+        findings = self._cache.scan_many(texts, x.key.id)
         return self._record_many(x, g, stage, list(zip(slots, texts, findings, strict=True)))
 
     def _record_many(
