@@ -2,14 +2,16 @@
 
 Method
 ------
-One mock upstream (`orca-relay mock-upstream`, no model delay) serves five targets, all
+One mock upstream (`orca-relay mock-upstream`, no model delay) serves seven targets, all
 running side by side for the whole run:
 
-  direct          the mock upstream itself
-  floor           benchmarks/passthrough.py on the default asyncio loop
-  floor+uvloop    the same on uvloop
-  relay+uvloop    `orca-relay serve` as shipped (ORCA_UVLOOP=1, one worker, no controls)
-  relay-asyncio   the same with ORCA_UVLOOP=0
+  direct           the mock upstream itself
+  floor            benchmarks/passthrough.py on the default asyncio loop
+  floor+uvloop     the same on uvloop
+  relay+uvloop     `orca-relay serve` as shipped (ORCA_UVLOOP=1, one worker, no controls)
+  relay-asyncio    the same with ORCA_UVLOOP=0
+  relay+guardrail  relay+uvloop with every detector masking, enforced
+  relay+soc2       relay+uvloop with the SOC 2 pack installed and live (admin API)
 
 Throughput and latency: wrk, closed loop, one thread, N connections (`-t1 -cN --latency`,
 chat_post.lua), POSTing one ~2 KB chat request (system prompt and five turns) with the
@@ -89,26 +91,37 @@ STARTUP_TIMEOUT = 30.0
 FLAT_MB = 2.0  # "flat": RSS after 2N is at most this much above RSS after N
 
 # From shared/TARGETS.md ("Ours", relay with no controls).
-TARGET_RATIO = 1.0
-TARGET_ADDED_P50_MS = 0.35
 TARGET_TTFB_DELTA_MS = 0.5
 TARGET_RSS_MB = 80.0
 
-DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR = (
+DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR, RELAY_SOC2 = (
     "direct", "floor", "floor+uvloop", "relay+uvloop", "relay-asyncio", "relay+guardrail",
+    "relay+soc2",
 )  # fmt: skip
-ALL_TARGETS = (DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR)
+ALL_TARGETS = (DIRECT, FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR, RELAY_SOC2)
+PROXIES = ALL_TARGETS[1:]
 # relay+guardrail: relay+uvloop with a workspace-default guardrail in enforce mode that
 # masks every detector's findings on input and output (every detector runs on every
 # request and answer).
 EVERY_DETECTOR_RULES = '[{"id": "all", "categories": ["pii", "secret"], "action": "mask"}]'
-# (relay, floor, which reading of the target it is)
+# relay+soc2: relay+uvloop with the SOC 2 pack installed and live through the admin API
+# (its guardrail promoted to workspace default, its firewall policy enforcing, evidence
+# written), TARGETS.md's "SOC 2 pack live" reading.
+SOC2_TARGET_RATIO = 0.85
+SOC2_TARGET_ADDED_P50_MS = 0.5
+# (relay, floor, which reading of the target it is, target ratio)
 RATIO_PAIRS = (
-    (RELAY_UV, FLOOR, "shipped relay vs the bare pass-through (the target's reading)"),
-    (RELAY_UV, FLOOR_UV, "like for like, both on uvloop"),
-    (RELAY_AIO, FLOOR, "like for like, both on asyncio"),
-    (RELAY_GR, FLOOR, "every detector on (guardrail masking, enforce) vs the bare pass-through"),
+    (RELAY_UV, FLOOR, "shipped relay vs the bare pass-through (the target's reading)", 1.0),
+    (RELAY_UV, FLOOR_UV, "like for like, both on uvloop", 1.0),
+    (RELAY_AIO, FLOOR, "like for like, both on asyncio", 1.0),
+    (RELAY_GR, FLOOR, "every detector on (guardrail masking, enforce) vs the bare pass-through",
+     SOC2_TARGET_RATIO),
+    (RELAY_SOC2, FLOOR, "SOC 2 pack live (every detector, firewall policy, evidence) vs the "
+     "bare pass-through", SOC2_TARGET_RATIO),
 )
+# Added p50 over direct at c=1 each relay target must stay within.
+ADDED_P50_TARGETS = {RELAY_UV: 0.35, RELAY_AIO: 0.35, RELAY_GR: SOC2_TARGET_ADDED_P50_MS,
+                     RELAY_SOC2: SOC2_TARGET_ADDED_P50_MS}
 
 
 class BenchError(Exception):
@@ -367,6 +380,8 @@ def start_relay(procs: Processes, name: str, upstream: str, uvloop: bool, cpu: i
         wait_until(proc, url, functools.partial(http_ok, url))
     if name == RELAY_GR:
         add_guardrail(data_dir, proc)
+    if name == RELAY_SOC2:
+        soc2_live(proc, f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{port}{CHAT_PATH}", key)
     if prepare is not None:
         prepare(data_dir, proc)
     return Target(name, f"http://127.0.0.1:{port}", key, proc), f"http://127.0.0.1:{admin}"
@@ -384,6 +399,43 @@ def add_guardrail(data_dir: str, proc: Proc) -> None:
          "--data-dir", data_dir],
         check=True, capture_output=True, timeout=60)
     time.sleep(1.5)  # two refresh intervals: the relay reads guardrails on its own clock
+
+
+def soc2_live(proc: Proc, admin_url: str, chat_url: str, key: str) -> None:
+    """Install the SOC 2 pack and take it live with its guardrail as workspace default,
+    as the bootstrap admin through the admin API; check that the relay enforces it."""
+    out = proc.stdout.read_text()
+    email = re.search(r"admin user\s+(\S+)", out)
+    password = re.search(r"password\s+(\S+)", out)
+    if email is None or password is None:
+        raise BenchError("cannot find the bootstrap admin credentials in the relay's output")
+
+    def post(path: str, body: dict[str, object], token: str = "") -> dict[str, object]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(admin_url + path, data=json.dumps(body).encode(),
+                                         headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
+
+    token = str(post("/api/auth/login", {"email": email.group(1),
+                                          "password": password.group(1)})["token"])
+    post("/api/compliance/packs/soc2/install", {}, token)
+    post("/api/compliance/packs/soc2/golive", {"promote_default": True}, token)
+    time.sleep(1.5)  # two refresh intervals: the relay reads controls on its own clock
+    leak = {"model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "deploy with AKIAZ7Q3KXW2M4H5PLTB"}]}
+    request = urllib.request.Request(chat_url, data=json.dumps(leak).encode(), headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code == 400 and b"guardrail_blocked" in exc.read():
+            return
+    raise BenchError("relay+soc2: a prompt carrying a cloud key was not blocked")
 
 
 def orca_relay() -> str:
@@ -843,30 +895,30 @@ def throughput_table(r: Report, one_core: bool = False) -> list[str]:
 
 def ratio_table(r: Report, one_core: bool = False) -> list[str]:
     concs = ONE_CORE_CONCURRENCIES if one_core else r.opts.concurrencies
-    lines = [f"Relay / floor throughput (target ≥ {TARGET_RATIO:g}); ratio of medians, in "
-             "brackets the range of run-by-run ratios:", "",
+    lines = ["Relay / floor throughput; ratio of medians, in brackets the range of "
+             "run-by-run ratios:", "",
              "| pair | reading | " + " | ".join(f"c={c}" for c in concs) + " | verdict |",
              "|---|---|" + "---:|" * len(concs) + "---|"]
-    for relay, floor, reading in RATIO_PAIRS:
+    for relay, floor, reading, target in RATIO_PAIRS:
         ratios = [r.ratio(relay, floor, c, one_core) for c in concs]
         spans = [r.run_ratios(relay, floor, c, one_core) for c in concs]
-        lines.append(f"| {relay} / {floor} | {reading} | "
+        lines.append(f"| {relay} / {floor} | {reading} (target ≥ {target:g}) | "
                      + " | ".join(f"{x:.2f} ({min(s):.2f}-{max(s):.2f})"
                                   for x, s in zip(ratios, spans, strict=True))
-                     + f" | {verdict(min(ratios) >= TARGET_RATIO)} |")
+                     + f" | {verdict(min(ratios) >= target)} |")
     return [*lines, ""]
 
 
 def latency_table(r: Report, one_core: bool = False) -> list[str]:
     direct = r.med(DIRECT, 1, "p50_ms", one_core)
-    lines = [f"Added p50 over direct at concurrency 1 (direct p50 {direct:.3f} ms; target "
-             f"for the relay ≤ {TARGET_ADDED_P50_MS} ms):", "",
-             "| target | p50 ms | added ms | verdict |", "|---|---:|---:|---|"]
-    for name in (FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR):
+    lines = [f"Added p50 over direct at concurrency 1 (direct p50 {direct:.3f} ms):", "",
+             "| target | p50 ms | added ms | target ms | verdict |", "|---|---:|---:|---:|---|"]
+    for name in PROXIES:
         added = r.added_p50(name, one_core)
-        mark = verdict(added <= TARGET_ADDED_P50_MS) if name.startswith("relay") else "reference"
+        limit = ADDED_P50_TARGETS.get(name)
+        mark = "reference" if limit is None else verdict(added <= limit)
         lines.append(f"| {name} | {r.med(name, 1, 'p50_ms', one_core):.3f} | {added:+.3f} | "
-                     f"{mark} |")
+                     f"{'—' if limit is None else f'≤ {limit:g}'} | {mark} |")
     return [*lines, ""]
 
 
@@ -901,7 +953,7 @@ def ttfb_table(r: Report) -> list[str]:
         lines.append(f"| {name} | {t:.3f} | {t - r.ttfb_med(DIRECT):+.3f} | "
                      f"{t - r.ttfb_med(FLOOR):+.3f} | {t - r.ttfb_med(FLOOR_UV):+.3f} |")
     lines.append("")
-    for relay, floor, reading in RATIO_PAIRS:
+    for relay, floor, reading, _ in RATIO_PAIRS:
         delta = r.ttfb_med(relay) - r.ttfb_med(floor)
         lines.append(f"- {relay} minus {floor} ({reading}): {delta:+.3f} ms "
                      f"{verdict(delta <= TARGET_TTFB_DELTA_MS)}")
@@ -993,12 +1045,12 @@ def summary(r: Report) -> str:
     out = ["", "== summary =="]
     for one_core, concs in ((False, r.opts.concurrencies), (True, ONE_CORE_CONCURRENCIES)):
         layout = "one CPU" if one_core else "split"
-        for relay, floor, _ in RATIO_PAIRS:
+        for relay, floor, _, _ in RATIO_PAIRS:
             out.append(f"[{layout}] {relay}/{floor} RPS: " + "  ".join(
                 f"c={c} {r.ratio(relay, floor, c, one_core):.2f}" for c in concs))
         out.append(f"[{layout}] added p50 over direct, c=1: " + "  ".join(
             f"{n} {r.added_p50(n, one_core):+.3f} ms"
-            for n in (FLOOR, FLOOR_UV, RELAY_UV, RELAY_AIO, RELAY_GR)))
+            for n in PROXIES))
     out.append("TTFB ms: " + "  ".join(f"{n} {r.ttfb_med(n):.3f}" for n in ALL_TARGETS)
                + f"  (relay+uvloop - floor {r.ttfb_med(RELAY_UV) - r.ttfb_med(FLOOR):+.3f})")
     out.append(f"RSS MB: start {r.rss.start_mb:.1f}, after {r.rss.at_n[0]:,} "
@@ -1039,7 +1091,8 @@ def start_targets(procs: Processes, opts: Options) -> list[Target]:
                start_floor(procs, FLOOR_UV, upstream, True, cpu),
                start_relay(procs, RELAY_UV, upstream, True, cpu)[0],
                start_relay(procs, RELAY_AIO, upstream, False, cpu)[0],
-               start_relay(procs, RELAY_GR, upstream, True, cpu)[0]]
+               start_relay(procs, RELAY_GR, upstream, True, cpu)[0],
+               start_relay(procs, RELAY_SOC2, upstream, True, cpu)[0]]
     for target in targets:
         check_target(target)
     return targets
