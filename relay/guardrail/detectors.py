@@ -11,7 +11,8 @@ syntax; a named group ``value`` narrows the finding), ``anchors`` (lowercased li
 the Aho-Corasick pass), ``prefilter`` (optional), ``validator`` (a name from
 ``validators.VALIDATORS``), ``confidence`` (0-1, default 0.5), ``exclude`` (values never
 reported), ``window`` (characters either side of a hit the pattern may see, default 256;
-or ``[before, after]`` when the value lies mostly on one side of its anchor),
+or ``[before, after]`` when the value lies mostly on one side of its anchor), ``gate``
+(optional, below),
 ``examples.positive`` / ``examples.negative``.
 
 ``prefilter`` replaces ``anchors`` for values with no cheap literal (digit runs, hex groups,
@@ -34,6 +35,14 @@ view) with a fast search, while a leading class, group or lookaround is tried at
 position — several times slower. That is what the shape view is for. Frequent single
 characters such as digits, ``:`` or ``-`` do not belong in ``anchors``: each hit costs a
 Python-level step, and a prefilter region covers a whole run at once.
+
+``gate`` is for detectors that share a busy prefilter (every digit run reaches the card,
+SSN, phone and IPv4 detectors): an ASCII ``re`` pattern searched over the shape view of
+each window before the detector's pattern runs there; no gate match, no pattern run. It
+must hold for every value the pattern can match (write it from the pattern's own shape,
+e.g. ``000[- ]00[- ]0000`` for an SSN): a gate that rejects a value loses it. Verdicts are
+remembered per window shape, and digit runs come in few shapes, so a gate costs about one
+dictionary lookup per window.
 """
 
 from __future__ import annotations
@@ -66,11 +75,13 @@ _ALLOWED_KEYS = frozenset(
         "confidence",
         "exclude",
         "window",
+        "gate",
         "examples",
     }
 )
 _ALLOWED_EXAMPLE_KEYS = frozenset({"positive", "negative"})
 PREFILTER_VIEWS = ("text", "shape")
+GATE_MEMO_ENTRIES = 65_536
 # The shape view: digits read 0, uppercase ASCII letters A (see the module docstring).
 _SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
@@ -96,6 +107,7 @@ class Detector:
     prefilter_view: str = "text"
     # Characters before a hit the pattern may see; None: the same as ``window`` (after).
     window_before: int | None = None
+    gate: re.Pattern[bytes] | None = None
 
 
 def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
@@ -141,6 +153,19 @@ def _parse_prefilter(
             raise fail("prefilter", "must not match the empty string")
         compiled.append(rx)
     return tuple(compiled)
+
+
+def _parse_gate(
+    raw: object, fail: Callable[[str, str], DetectorError]
+) -> re.Pattern[bytes] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw or not raw.isascii():
+        raise fail("gate", "must be a non-empty ASCII string")
+    try:
+        return re.compile(raw.encode("ascii"))
+    except re.error as exc:
+        raise fail("gate", f"does not compile: {exc}") from None
 
 
 def _parse_window(
@@ -203,6 +228,7 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
     if not 0.0 <= confidence <= 1.0:
         raise fail("confidence", "must be between 0 and 1")
     window, window_before = _parse_window(raw.get("window", DEFAULT_WINDOW), fail)
+    gate = _parse_gate(raw.get("gate"), fail)
     exclude = _str_list(raw.get("exclude", []), fail, "exclude")
     positive, negative = _parse_examples(raw.get("examples"), fail)
     return Detector(
@@ -210,6 +236,7 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
         window=window, window_before=window_before, examples_positive=positive,
         examples_negative=negative, source=path, prefilter=prefilter, prefilter_view=view,
+        gate=gate,
     )  # fmt: skip
 
 
@@ -276,7 +303,8 @@ class DetectorSet:
         self.prefilters: tuple[tuple[bool, re.Pattern[bytes], tuple[int, ...]], ...] = tuple(
             (view == "shape", rx, tuple(owners)) for (view, _), (rx, owners) in by_prefilter.items()
         )
-        self._any_shape = any(shape for shape, _, _ in self.prefilters)
+        # Gate verdicts per (detector index, window shape); cleared when full.
+        self._gate_verdicts: dict[tuple[int, bytes], bool] = {}
 
     def __len__(self) -> int:
         return len(self.detectors)
@@ -308,17 +336,29 @@ class DetectorSet:
                 hits.setdefault(index, []).extend(spans)
         return hits
 
-    def prefilter_hits(self, text: str, hits: dict[int, list[tuple[int, int]]]) -> None:
-        """Add each prefilter's match spans over ``text``'s byte view to ``hits``.
-
-        ``text`` is the normalised text (not lowered). One C-level ``finditer`` per
-        distinct prefilter, shared by every detector using it; the views have one byte per
-        character, so spans are ``text`` offsets.
-        """
-        if not self.prefilters:
-            return
+    def views(self, text: str) -> tuple[bytes, bytes]:
+        """The text and shape byte views of ``text`` (normalised, not lowered)."""
         view = text.encode("ascii", "replace")
-        shape = view.translate(_SHAPE) if self._any_shape else view
+        return view, view.translate(_SHAPE)
+
+    def gate_passes(self, det_index: int, gate: re.Pattern[bytes], shape: bytes) -> bool:
+        """Whether ``gate`` matches in a window's shape; remembered per (detector, shape)."""
+        key = (det_index, shape)
+        verdict = self._gate_verdicts.get(key)
+        if verdict is None:
+            if len(self._gate_verdicts) >= GATE_MEMO_ENTRIES:
+                self._gate_verdicts.clear()
+            verdict = self._gate_verdicts[key] = gate.search(shape) is not None
+        return verdict
+
+    def prefilter_hits(
+        self, view: bytes, shape: bytes, hits: dict[int, list[tuple[int, int]]]
+    ) -> None:
+        """Add each prefilter's match spans over its byte view to ``hits``.
+
+        One C-level ``finditer`` per distinct prefilter, shared by every detector using
+        it; the views have one byte per character, so spans are text offsets.
+        """
         for on_shape, rx, owners in self.prefilters:
             spans = [m.span() for m in rx.finditer(shape if on_shape else view)]
             if not spans:

@@ -142,6 +142,15 @@ class _Hits:
         self.longest = 0
         self.windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
+    def windows_for(self, det: Detector, size: int) -> list[tuple[int, int]]:
+        """The merged windows of ``det``'s size around these hits (shared, do not change)."""
+        before = det.window if det.window_before is None else det.window_before
+        key = (before, det.window)
+        windows = self.windows.get(key)
+        if windows is None:
+            windows = self.windows[key] = _windows(self.hits, before, det.window, size)
+        return windows
+
     def touches(self, lo: int, hi: int) -> bool:
         """Whether [lo, hi) overlaps one of the hits."""
         if not self.starts:
@@ -151,15 +160,9 @@ class _Hits:
 
 
 def _confirm(
-    det: Detector, det_index: int, text: str, prepared: _Hits, found: list[_Candidate],
-    joined: bool,
+    det: Detector, det_index: int, text: str, prepared: _Hits,
+    windows: list[tuple[int, int]], found: list[_Candidate], joined: bool,
 ) -> None:
-    before = det.window if det.window_before is None else det.window_before
-    windows = prepared.windows.get((before, det.window))
-    if windows is None:
-        windows = prepared.windows[before, det.window] = _windows(
-            prepared.hits, before, det.window, len(text)
-        )
     touches = prepared.touches
     has_value = "value" in det.pattern.groupindex
     exclude, validator = det.exclude, det.validator
@@ -206,7 +209,8 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
     """Resolved candidates over normalised text; with ``joined``, raise _Crossed when any
     pattern match spans a separator."""
     hits = detectors.anchor_hits(_lower_same_length(norm))
-    detectors.prefilter_hits(norm, hits)
+    view, shape = detectors.views(norm)
+    detectors.prefilter_hits(view, shape, hits)
     if not hits:
         return []
     # Detectors sharing one hit list (e.g. every detector of one prefilter) share its
@@ -218,7 +222,12 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
         shared = prepared.get(id(det_hits))
         if shared is None:
             shared = prepared[id(det_hits)] = _Hits(det_hits)
-        _confirm(all_detectors[det_index], det_index, norm, shared, candidates, joined)
+        det = all_detectors[det_index]
+        windows = shared.windows_for(det, len(norm))
+        if det.gate is not None:
+            passes, gate = detectors.gate_passes, det.gate
+            windows = [w for w in windows if passes(det_index, gate, shape[w[0] : w[1]])]
+        _confirm(det, det_index, norm, shared, windows, candidates, joined)
     return _resolve(candidates)
 
 

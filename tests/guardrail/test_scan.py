@@ -295,6 +295,24 @@ def test_window_before_and_after_a_hit_are_each_its_own() -> None:
     assert found(text, DetectorSet([det(3, 1)])) == [("kv", "abckeyd")]
 
 
+def test_a_gate_keeps_the_pattern_out_of_windows_whose_shape_cannot_match() -> None:
+    def det(gate: str | None) -> Detector:
+        return Detector(
+            id="dashed", category="pii", anchors=(), pattern=regex.compile(r"\d+-\d+"),
+            validator=None, confidence=0.5, exclude=frozenset(), window=1,
+            examples_positive=(), examples_negative=(), source=Path("t.toml"),
+            prefilter=(re.compile(r"0[0-]*0"),), prefilter_view="shape",
+            gate=None if gate is None else re.compile(gate.encode()),
+        )  # fmt: skip
+
+    text = "a 12-34 b 5678 c 90-12"
+    assert found(text, DetectorSet([det(None)])) == [("dashed", "12-34"), ("dashed", "90-12")]
+    # A gate that holds for the pattern's values changes nothing ...
+    assert found(text, DetectorSet([det("0-0")])) == [("dashed", "12-34"), ("dashed", "90-12")]
+    # ... and the pattern really does not run where the gate fails (here: everywhere).
+    assert found(text, DetectorSet([det("0000")])) == []
+
+
 def test_anchor_and_prefilter_hits_of_one_detector_combine() -> None:
     det = _prefiltered("mixed", r"key|\d{6}", 0, anchors=("key",))
     text = "123456 key 654321 key"

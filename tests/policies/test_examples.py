@@ -170,3 +170,15 @@ def test_loader_rejects_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(DetectorError, match="invalid TOML") as info:
         load_detectors(tmp_path)
     assert str(path) in str(info.value)
+
+
+def test_gate_is_parsed_and_rejects_bad_values(tmp_path: Path) -> None:
+    gated = GOOD.replace('category = "secret"', "category = \"secret\"\ngate = 'demo_'")
+    _write(tmp_path, "g.toml", gated)
+    (det,) = load_detectors(tmp_path)
+    assert det.gate is not None and det.gate.pattern == b"demo_"
+    for bad in ("gate = ''", "gate = 'd(e'", "gate = 3", "gate = 'd\u00e9mo'"):
+        bad_file = GOOD.replace('category = "secret"', f'category = "secret"\n{bad}')
+        _write(tmp_path, "g.toml", bad_file)
+        with pytest.raises(DetectorError, match="field gate"):
+            load_detectors(tmp_path)
