@@ -303,8 +303,8 @@ class DetectorSet:
         self.prefilters: tuple[tuple[bool, re.Pattern[bytes], tuple[int, ...]], ...] = tuple(
             (view == "shape", rx, tuple(owners)) for (view, _), (rx, owners) in by_prefilter.items()
         )
-        # Gate verdicts per (detector index, window shape); cleared when full.
-        self._gate_verdicts: dict[tuple[int, bytes], bool] = {}
+        # Gate verdicts per detector index, by window shape; cleared when full.
+        self._gate_verdicts: dict[int, dict[bytes, bool]] = {}
 
     def __len__(self) -> int:
         return len(self.detectors)
@@ -341,15 +341,12 @@ class DetectorSet:
         view = text.encode("ascii", "replace")
         return view, view.translate(_SHAPE)
 
-    def gate_passes(self, det_index: int, gate: re.Pattern[bytes], shape: bytes) -> bool:
-        """Whether ``gate`` matches in a window's shape; remembered per (detector, shape)."""
-        key = (det_index, shape)
-        verdict = self._gate_verdicts.get(key)
-        if verdict is None:
-            if len(self._gate_verdicts) >= GATE_MEMO_ENTRIES:
-                self._gate_verdicts.clear()
-            verdict = self._gate_verdicts[key] = gate.search(shape) is not None
-        return verdict
+    def gate_verdicts(self, det_index: int) -> dict[bytes, bool]:
+        """A detector's remembered gate verdicts by window shape (emptied when full)."""
+        verdicts = self._gate_verdicts.setdefault(det_index, {})
+        if len(verdicts) >= GATE_MEMO_ENTRIES:
+            verdicts.clear()
+        return verdicts
 
     def prefilter_hits(
         self, view: bytes, shape: bytes, hits: dict[int, list[tuple[int, int]]]

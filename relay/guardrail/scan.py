@@ -134,13 +134,14 @@ def _touches_anchor(
 class _Hits:
     """One sorted hit list with its start offsets, longest hit and widened windows."""
 
-    __slots__ = ("hits", "longest", "starts", "windows")
+    __slots__ = ("hits", "longest", "shapes", "starts", "windows")
 
     def __init__(self, hits: list[tuple[int, int]]) -> None:
         self.hits = sorted(hits)
         self.starts: list[int] = []  # filled by touches() on first use
         self.longest = 0
         self.windows: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self.shapes: dict[int, list[bytes]] = {}  # by id() of a windows list above
 
     def windows_for(self, det: Detector, size: int) -> list[tuple[int, int]]:
         """The merged windows of ``det``'s size around these hits (shared, do not change)."""
@@ -151,12 +152,34 @@ class _Hits:
             windows = self.windows[key] = _windows(self.hits, before, det.window, size)
         return windows
 
+    def shapes_of(self, windows: list[tuple[int, int]], shape: bytes) -> list[bytes]:
+        """Each window's slice of the shape view, cut once for every gated detector."""
+        shapes = self.shapes.get(id(windows))
+        if shapes is None:
+            shapes = self.shapes[id(windows)] = [shape[lo:hi] for lo, hi in windows]
+        return shapes
+
     def touches(self, lo: int, hi: int) -> bool:
         """Whether [lo, hi) overlaps one of the hits."""
         if not self.starts:
             self.starts = [s for s, _ in self.hits]
             self.longest = max(e - s for s, e in self.hits)
         return _touches_anchor(self.starts, self.hits, self.longest, lo, hi)
+
+
+def _gated(
+    gate: re.Pattern[bytes], verdicts: dict[bytes, bool], windows: list[tuple[int, int]],
+    shapes: list[bytes],
+) -> list[tuple[int, int]]:
+    """The windows whose shape the gate matches; verdicts are remembered per shape."""
+    kept: list[tuple[int, int]] = []
+    for window, shape in zip(windows, shapes, strict=True):
+        verdict = verdicts.get(shape)
+        if verdict is None:
+            verdict = verdicts[shape] = gate.search(shape) is not None
+        if verdict:
+            kept.append(window)
+    return kept
 
 
 def _confirm(
@@ -225,8 +248,8 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
         det = all_detectors[det_index]
         windows = shared.windows_for(det, len(norm))
         if det.gate is not None:
-            passes, gate = detectors.gate_passes, det.gate
-            windows = [w for w in windows if passes(det_index, gate, shape[w[0] : w[1]])]
+            windows = _gated(det.gate, detectors.gate_verdicts(det_index), windows,
+                             shared.shapes_of(windows, shape))
         _confirm(det, det_index, norm, shared, windows, candidates, joined)
     return _resolve(candidates)
 
