@@ -53,6 +53,10 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# re's own pattern parser (stable since 3.11): it tells a prefilter's leading literal.
+from re import _constants as re_constants  # type: ignore[attr-defined]
+from re import _parser as re_parser  # type: ignore[attr-defined]
 from typing import Any
 
 import ahocorasick
@@ -300,8 +304,11 @@ class DetectorSet:
                     by_prefilter[key] = (re.compile(prefilter.pattern.encode("ascii")), [])
                 if index not in by_prefilter[key][1]:
                     by_prefilter[key][1].append(index)
-        self.prefilters: tuple[tuple[bool, re.Pattern[bytes], tuple[int, ...]], ...] = tuple(
-            (view == "shape", rx, tuple(owners)) for (view, _), (rx, owners) in by_prefilter.items()
+        self.prefilters: tuple[tuple[bool, bytes, re.Pattern[bytes], tuple[int, ...]], ...] = (
+            tuple(
+                (view == "shape", _leading_literal(rx), rx, tuple(owners))
+                for (view, _), (rx, owners) in by_prefilter.items()
+            )
         )
         # Gate verdicts per detector index, by window shape; cleared when full.
         self._gate_verdicts: dict[int, dict[bytes, bool]] = {}
@@ -356,13 +363,35 @@ class DetectorSet:
         One C-level ``finditer`` per distinct prefilter, shared by every detector using
         it; the views have one byte per character, so spans are text offsets.
         """
-        for on_shape, rx, owners in self.prefilters:
-            spans = [m.span() for m in rx.finditer(shape if on_shape else view)]
+        for on_shape, literal, rx, owners in self.prefilters:
+            data = shape if on_shape else view
+            # A short text rarely holds a prefilter's leading literal: a C substring
+            # test is much cheaper than starting a pass.
+            if literal and literal not in data:
+                continue
+            spans = [m.span() for m in rx.finditer(data)]
             if not spans:
                 continue
             for index in owners:
                 existing = hits.get(index)
                 hits[index] = spans if existing is None else existing + spans
+
+
+def _leading_literal(rx: re.Pattern[bytes]) -> bytes:
+    """The bytes every match of ``rx`` starts with (b"" when unknown): its leading
+    literal characters, as ``re``'s own parser reads them."""
+    if rx.flags & re.IGNORECASE:
+        return b""
+    try:
+        items = re_parser.parse(rx.pattern).data
+    except (re.error, AttributeError):
+        return b""
+    literal = bytearray()
+    for op, value in items:
+        if op is not re_constants.LITERAL:
+            break
+        literal.append(value)
+    return bytes(literal)
 
 
 @functools.lru_cache(maxsize=1)

@@ -33,7 +33,7 @@ from relay.evidence import EvidenceEvent, masked_snippet, value_hmac
 from relay.guardrail.detectors import DetectorSet
 from relay.guardrail.holdback import HoldBack
 from relay.guardrail.policy import Guardrail, GuardrailSet, Rule, Stage, applied
-from relay.guardrail.scan import Finding, scan
+from relay.guardrail.scan import Finding, scan, scan_many
 from relay.guardrail.scan_cache import ScanCache
 from relay.metrics import RelayMetrics
 from relay.proxy.access import AccessControl
@@ -279,7 +279,11 @@ class GuardrailFilter(Filter):
     def _inspect(self, x: Exchange, g: GuardrailSet, stage: Stage, slots: list[Slot]) -> bool:
         """Scan the slots; record evidence; mask in place. True when the exchange is blocked."""
         texts = [slot[0][slot[1]] for slot in slots]
-        findings = self._cache.scan_many(texts, x.key.id)
+        # Requests resend their history; an answer is new text every time.
+        if stage == "input":
+            findings = self._cache.scan_many(texts, x.key.id)
+        else:
+            findings = scan_many(texts, self._detectors)
         return self._record_many(x, g, stage, list(zip(slots, texts, findings, strict=True)))
 
     def _record_many(

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import regex
 
-from relay.guardrail.detectors import Detector, DetectorSet, default_detector_set
+from relay.guardrail.detectors import (
+    Detector,
+    DetectorSet,
+    _leading_literal,
+    default_detector_set,
+)
 from relay.guardrail.scan import Finding, normalise, scan, scan_many
 
 ZWSP, ZWJ, ZWNJ, BOM, SHY = "\u200b", "\u200d", "\u200c", "\ufeff", "\u00ad"
@@ -396,3 +401,14 @@ def test_normalise_matches_the_per_character_definition(text: str) -> None:
         assert text.isascii() and norm == text
     else:
         assert (norm, index) == _normalise_per_character(text)
+
+
+@pytest.mark.parametrize(
+    ("source", "literal"),
+    [(rb"0[0 .()+-]{5,}0", b"0"), (b"AA00", b"AA00"), (rb"\+[1-9]", b"+"), (b"AB|CD", b""),
+     (b"a*b", b""), (b"(?i)sk", b""), (b"(ab)c", b"")],
+)  # fmt: skip
+def test_a_prefilter_is_skipped_only_when_its_leading_literal_is_absent(
+    source: bytes, literal: bytes
+) -> None:
+    assert _leading_literal(re.compile(source)) == literal

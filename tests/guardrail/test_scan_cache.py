@@ -84,3 +84,14 @@ async def test_resent_history_is_masked_every_time(
             assert "bob@example.com" not in sent[0]["content"]
             assert "[EMAIL_ADDRESS_1]" in sent[0]["content"]
             assert "4111" not in sent[1]["content"]
+
+
+def test_without_hash_randomisation_the_digest_is_keyed_blake2b(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    cache = ScanCache(DETECTORS, capacity=100)
+    cache.scan_many(HISTORY, "key_a")
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in cache._entries)
+    assert cache.scan_many(HISTORY, "key_a") == scan_many(HISTORY, DETECTORS)
+    assert cache.hits == 2
