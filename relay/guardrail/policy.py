@@ -8,6 +8,7 @@ narrower `block`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,7 +89,12 @@ class GuardrailSet:
     members: tuple[Guardrail, ...]
 
     def covers(self, stage: Stage) -> bool:
-        return any(g.covers(stage) for g in self.members)
+        return stage in self._covered
+
+    @functools.cached_property
+    def _covered(self) -> frozenset[str]:
+        # Asked twice per request; the set (cached per key by AccessControl) never changes.
+        return frozenset(s for s in ("input", "output") if any(g.covers(s) for g in self.members))
 
     def enforces_on(self, stage: Stage) -> bool:
         return any(g.enforces_on(stage) for g in self.members)
