@@ -219,6 +219,41 @@ async def test_a_stream_arrives_chunk_by_chunk(
     assert client.idle == 1
 
 
+async def test_a_reader_that_falls_behind_pauses_the_connection_until_it_reads(
+    scripted: ServerFactory, make_client: Callable[..., http1.Client]
+) -> None:
+    piece = b"data: " + b"x" * 16_378 + b"\n\n"  # 16 KiB events
+    events = 64  # 1 MiB in all, four times the high-water mark
+    done = asyncio.Event()
+
+    async def flood(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (len(piece) * events))
+        for _ in range(events):
+            writer.write(piece)
+            await writer.drain()  # blocks once the client stops reading
+        done.set()
+
+    server = await scripted(flood)
+    client = make_client(server.url)
+    response = await client.request("GET", "/stream", {}, None)
+    (conn,) = client.connections
+    assert conn.transport is not None
+    # Nobody reads: what arrives piles up to the mark, then the socket is left alone (the
+    # rest waits in the kernel's buffers, or the upstream's drain() blocks).
+    await _until(lambda: not conn.transport.is_reading())  # type: ignore[union-attr]
+    buffered = response._size
+    assert http1.HIGH_WATER < buffered < http1.HIGH_WATER + len(piece) * 8
+    for _ in range(20):  # the loop runs; nothing more is taken from the socket
+        await asyncio.sleep(0)
+    assert response._size == buffered
+    received = 0
+    while chunk := await response.readany():
+        received += len(chunk)
+    assert received == len(piece) * events and done.is_set()
+    assert conn.transport.is_reading() and client.idle == 1
+
+
 # ---- keep-alive and stale connections -------------------------------------------------
 
 
