@@ -65,6 +65,7 @@ TYPE_OF: dict[str, str] = {
     "phone_national": "phone",
     "us_ssn": "us_ssn",
     "us_ssn_labelled": "us_ssn",
+    "us_ssn_column": "us_ssn",
     "us_passport": "us_passport",
     "us_itin": "us_itin",
     "aba_routing": "aba_routing",

@@ -12,7 +12,8 @@ the Aho-Corasick pass), ``prefilter`` (optional), ``validator`` (a name from
 ``validators.VALIDATORS``), ``confidence`` (0-1, default 0.5), ``exclude`` (values never
 reported), ``window`` (characters either side of a hit the pattern may see, default 256;
 or ``[before, after]`` when the value lies mostly on one side of its anchor), ``gate``
-(optional, below),
+(optional, below), ``columns`` (header names: a match counts only as a whole field of a
+delimited table under one of them; see ``columns.py``),
 ``examples.positive`` / ``examples.negative``.
 
 ``prefilter`` replaces ``anchors`` for values with no cheap literal (digit runs, hex groups,
@@ -62,6 +63,7 @@ from typing import Any
 import ahocorasick
 import regex
 
+from relay.guardrail.columns import normalise_name
 from relay.guardrail.validators import VALIDATORS
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "policies" / "detectors"
@@ -80,6 +82,7 @@ _ALLOWED_KEYS = frozenset(
         "exclude",
         "window",
         "gate",
+        "columns",
         "examples",
     }
 )
@@ -112,6 +115,8 @@ class Detector:
     # Characters before a hit the pattern may see; None: the same as ``window`` (after).
     window_before: int | None = None
     gate: re.Pattern[bytes] | None = None
+    # Header names (normalised) a match must sit under; empty: no column context.
+    columns: frozenset[str] = frozenset()
 
 
 def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
@@ -233,6 +238,10 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         raise fail("confidence", "must be between 0 and 1")
     window, window_before = _parse_window(raw.get("window", DEFAULT_WINDOW), fail)
     gate = _parse_gate(raw.get("gate"), fail)
+    names = _str_list(raw.get("columns", []), fail, "columns")
+    columns = frozenset(normalise_name(name) for name in names)
+    if "" in columns:
+        raise fail("columns", "a column name needs a letter or digit")
     exclude = _str_list(raw.get("exclude", []), fail, "exclude")
     positive, negative = _parse_examples(raw.get("examples"), fail)
     return Detector(
@@ -240,7 +249,7 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
         window=window, window_before=window_before, examples_positive=positive,
         examples_negative=negative, source=path, prefilter=prefilter, prefilter_view=view,
-        gate=gate,
+        gate=gate, columns=columns,
     )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from relay.guardrail.columns import Tables
 from relay.guardrail.detectors import Detector, DetectorSet
 
 
@@ -187,6 +188,7 @@ def _confirm(
     windows: list[tuple[int, int]], found: list[_Candidate], joined: bool,
 ) -> None:
     touches = prepared.touches
+    tables = Tables(text) if det.columns else None
     has_value = "value" in det.pattern.groupindex
     exclude, validator = det.exclude, det.validator
     neg_confidence, ident = -det.confidence, det.id
@@ -209,6 +211,8 @@ def _confirm(
                     continue
                 if validator is not None and not validator(value):
                     continue
+            if tables is not None and tables.column_of(start, end) not in det.columns:
+                continue
             found.append((start, start - end, neg_confidence, ident, end, det_index))
 
 

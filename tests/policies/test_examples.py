@@ -182,3 +182,14 @@ def test_gate_is_parsed_and_rejects_bad_values(tmp_path: Path) -> None:
         _write(tmp_path, "g.toml", bad_file)
         with pytest.raises(DetectorError, match="field gate"):
             load_detectors(tmp_path)
+
+
+def test_columns_are_normalised_and_need_a_letter_or_digit(tmp_path: Path) -> None:
+    named = GOOD.replace('category = "secret"', 'category = "secret"\ncolumns = ["SSN #", "x_Y"]')
+    _write(tmp_path, "c.toml", named)
+    (det,) = load_detectors(tmp_path)
+    assert det.columns == frozenset({"ssn", "x y"})
+    nameless = GOOD.replace('category = "secret"', 'category = "secret"\ncolumns = ["--"]')
+    _write(tmp_path, "c.toml", nameless)
+    with pytest.raises(DetectorError, match="field columns"):
+        load_detectors(tmp_path)
