@@ -11,13 +11,15 @@ Theory of operation
    hits of every detector at once (touching hits merge into one region, so a run of
    digits is one region); detectors without a hit cost nothing more.
 3. Confirm. Per detector, each anchor hit opens a window of ``window`` characters either
-   side (or its own ``[before, after]``); overlapping windows merge and the detector's
-   pattern runs over each with ``pos``/``endpos`` (so lookbehinds still see the real text
-   before the window, while a match never runs past the window: long values need a larger
-   ``window``). A match
-   counts only if it overlaps one of that detector's anchor hits, its value is not in
-   ``exclude``, and its validator (if any) accepts it. With a named group ``value`` the
-   group is the value and its span is the finding's span.
+   side (or its own ``[before, after]``); overlapping windows merge. A detector with a
+   ``gate`` skips windows whose shape the gate does not match (verdicts remembered per
+   shape). The detector's pattern runs over each remaining window with ``pos``/``endpos``
+   (so lookbehinds still see the real text before the window, while a match never runs
+   past the window: long values need a larger ``window``). A match counts only if it
+   overlaps one of that detector's anchor hits, its value is not in ``exclude``, its
+   validator (if any) accepts it and, for a detector with ``columns``, it is a whole field
+   under one of those headers (``columns.py``). With a named group ``value`` the group is
+   the value and its span is the finding's span.
 4. Map back. A finding runs from the original index of its first normalised character to
    one past the original index of its last, so a value hidden with zero-width characters
    is covered together with them. Offsets are Python ``str`` indices, end exclusive.
