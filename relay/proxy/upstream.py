@@ -189,12 +189,8 @@ class Upstream:
             path += "?" + yarl.URL.build(query=query).raw_query_string
         try:
             return await self.client.request(method, path, headers, body)
-        except TimeoutError:
-            raise UpstreamTimeout("the upstream did not answer in time") from None
-        except http1.ConnectError as exc:
-            raise UpstreamUnreachable(f"cannot connect to the upstream: {exc.strerror}") from None
-        except http1.HTTPClientError as exc:
-            raise UpstreamBadResponse(f"the upstream sent a malformed response: {exc}") from None
+        except SEND_ERRORS as exc:
+            raise send_failure(exc) from None
 
     async def _send_aiohttp(
         self,
@@ -209,12 +205,8 @@ class Upstream:
             response = await self._session.request(
                 method, self.base + path, headers=headers, data=body, params=query
             )
-        except TimeoutError:
-            raise UpstreamTimeout("the upstream did not answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnreachable(f"cannot connect to the upstream: {exc.strerror}") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamBadResponse(f"the upstream sent a malformed response: {exc}") from None
+        except SEND_ERRORS as exc:
+            raise send_failure(exc) from None
         return _AiohttpResponse(response)
 
 
@@ -222,6 +214,17 @@ class Upstream:
 # TimeoutError mean the body broke off.
 STREAM_ERRORS = (aiohttp.ClientError, http1.HTTPClientError)
 BODY_ERRORS = (TimeoutError, asyncio.IncompleteReadError, *STREAM_ERRORS)
+# What sending a request may raise, with either client.
+SEND_ERRORS = (TimeoutError, *STREAM_ERRORS)
+
+
+def send_failure(exc: BaseException) -> UpstreamError:
+    """The UpstreamError for a request that got no answer (either client's exception)."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("the upstream did not answer in time")
+    if isinstance(exc, http1.ConnectError | aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(f"cannot connect to the upstream: {exc.strerror}")
+    return UpstreamBadResponse(f"the upstream sent a malformed response: {exc}")
 
 
 def body_failure(exc: BaseException) -> UpstreamError:
