@@ -44,6 +44,16 @@ must hold for every value the pattern can match (write it from the pattern's own
 e.g. ``000[- ]00[- ]0000`` for an SSN): a gate that rejects a value loses it. Verdicts are
 remembered per window shape, and digit runs come in few shapes, so a gate costs about one
 dictionary lookup per window.
+
+``starts_at_anchor = true`` declares that every match of the pattern begins exactly where
+one of the detector's anchor hits or prefilter matches begins (a pattern that opens with
+its anchor word or prefix: ``ghp_``, ``(?i:\\bpassport)``, an IBAN's ``AA00`` head). The
+pattern is then tried once at each hit with ``match`` (``window`` is how far past the hit
+it may run; there is no window before) instead of searched at every position of a
+window, which for a prefix token is one attempt instead of several hundred. Where touching
+hits merged into one region, the region is searched as before. A wrong declaration loses
+the values that start elsewhere; the tests compare every such detector with a search of
+its windows on its examples.
 """
 
 from __future__ import annotations
@@ -83,6 +93,7 @@ _ALLOWED_KEYS = frozenset(
         "window",
         "gate",
         "columns",
+        "starts_at_anchor",
         "examples",
     }
 )
@@ -117,6 +128,8 @@ class Detector:
     gate: re.Pattern[bytes] | None = None
     # Header names (normalised) a match must sit under; empty: no column context.
     columns: frozenset[str] = frozenset()
+    # Every match begins where an anchor hit or prefilter match begins (module docstring).
+    starts_at_anchor: bool = False
 
 
 def _str_list(raw: object, fail: Callable[[str, str], DetectorError], name: str) -> list[str]:
@@ -242,6 +255,9 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
     columns = frozenset(normalise_name(name) for name in names)
     if "" in columns:
         raise fail("columns", "a column name needs a letter or digit")
+    starts_at_anchor = raw.get("starts_at_anchor", False)
+    if not isinstance(starts_at_anchor, bool):
+        raise fail("starts_at_anchor", "must be true or false")
     exclude = _str_list(raw.get("exclude", []), fail, "exclude")
     positive, negative = _parse_examples(raw.get("examples"), fail)
     return Detector(
@@ -249,7 +265,7 @@ def _parse_detector(path: Path, index: int, raw: dict[str, Any]) -> Detector:
         validator=validator, confidence=float(confidence), exclude=frozenset(exclude),
         window=window, window_before=window_before, examples_positive=positive,
         examples_negative=negative, source=path, prefilter=prefilter, prefilter_view=view,
-        gate=gate, columns=columns,
+        gate=gate, columns=columns, starts_at_anchor=starts_at_anchor,
     )  # fmt: skip
 
 
@@ -325,15 +341,19 @@ class DetectorSet:
     def __len__(self) -> int:
         return len(self.detectors)
 
-    def anchor_hits(self, lowered: str) -> dict[int, list[tuple[int, int]]]:
+    def anchor_hits(
+        self, lowered: str, merged: set[tuple[int, int]] | None = None
+    ) -> dict[int, list[tuple[int, int]]]:
         """Per detector index, the regions (start, end) covered by its anchor hits.
 
         Touching or overlapping hits are merged as they arrive (a run of digits is one
         region), so digit-anchored detectors cost one region per run, not one per digit.
+        ``merged``, when given, receives every region made of more than one hit.
         """
         if self._empty:
             return {}
         by_owners: dict[tuple[int, ...], list[list[int]]] = {}
+        grown: list[list[int]] = []
         for last, (length, owners) in self.automaton.iter(lowered):
             start, end = last - length + 1, last + 1
             regions = by_owners.get(owners)
@@ -343,8 +363,11 @@ class DetectorSet:
                 region = regions[-1]
                 region[0] = min(region[0], start)
                 region[1] = end
+                grown.append(region)
             else:
                 regions.append([start, end])
+        if merged is not None:
+            merged.update((a, b) for a, b in grown)
         hits: dict[int, list[tuple[int, int]]] = {}
         for owners, regions in by_owners.items():
             spans = [(a, b) for a, b in regions]

@@ -19,7 +19,10 @@ Theory of operation
    overlaps one of that detector's anchor hits, its value is not in ``exclude``, its
    validator (if any) accepts it and, for a detector with ``columns``, it is a whole field
    under one of those headers (``columns.py``). With a named group ``value`` the group is
-   the value and its span is the finding's span.
+   the value and its span is the finding's span. A ``starts_at_anchor`` detector skips
+   the windows: its pattern is tried once with ``match`` at each hit's start (a region of
+   merged hits is still searched whole), which for a prefix token is one attempt instead
+   of one per position.
 4. Map back. A finding runs from the original index of its first normalised character to
    one past the original index of its last, so a value hidden with zero-width characters
    is covered together with them. Offsets are Python ``str`` indices, end exclusive.
@@ -34,7 +37,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import regex
 
 from relay.guardrail.columns import Tables
 from relay.guardrail.detectors import Detector, DetectorSet
@@ -155,6 +161,16 @@ class _Hits:
             windows = self.windows[key] = _windows(self.hits, before, det.window, size)
         return windows
 
+    def from_starts(
+        self, det: Detector, merged: set[tuple[int, int]], size: int
+    ) -> tuple[list[tuple[int, int]], list[bool]]:
+        """For a ``starts_at_anchor`` detector: a window from each hit's start to ``after``
+        past its end, and whether the hit is a single one (a region of ``merged`` hits is
+        searched whole: a value may start at any of them)."""
+        after = det.window
+        windows = [(s, e + after if e + after < size else size) for s, e in self.hits]
+        return windows, [hit not in merged for hit in self.hits]
+
     def shapes_of(self, windows: list[tuple[int, int]], shape: bytes) -> list[bytes]:
         """Each window's slice of the shape view, cut once for every gated detector."""
         shapes = self.shapes.get(id(windows))
@@ -188,15 +204,29 @@ def _gated(
 def _confirm(
     det: Detector, det_index: int, text: str, prepared: _Hits,
     windows: list[tuple[int, int]], found: list[_Candidate], joined: bool,
+    single: list[bool] | None = None,
 ) -> None:
+    """Run ``det``'s pattern over each window and append the matches it accepts.
+
+    With ``single`` (a ``starts_at_anchor`` detector), window ``i`` starts at a hit and,
+    where ``single[i]``, a value can only start right there: one anchored ``match``
+    replaces the scan of every later position.
+    """
     touches = prepared.touches
     tables = Tables(text) if det.columns else None
     has_value = "value" in det.pattern.groupindex
     exclude, validator = det.exclude, det.validator
     neg_confidence, ident = -det.confidence, det.id
-    finditer = det.pattern.finditer
-    for lo, hi in windows:
-        for match in finditer(text, lo, hi):
+    finditer, match_at = det.pattern.finditer, det.pattern.match
+    for i, (lo, hi) in enumerate(windows):
+        if single is not None and single[i]:
+            only = match_at(text, lo, hi)
+            if only is None:
+                continue
+            matches: Iterable[regex.Match[str]] = (only,)
+        else:
+            matches = finditer(text, lo, hi)
+        for match in matches:
             m_start, m_end = match.span()
             # The NUL sits one character inside each separator: a match that holds
             # any separator character has it within one character of its span.
@@ -237,7 +267,8 @@ class _Crossed(Exception):
 def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candidate]:
     """Resolved candidates over normalised text; with ``joined``, raise _Crossed when any
     pattern match spans a separator."""
-    hits = detectors.anchor_hits(_lower_same_length(norm))
+    merged: set[tuple[int, int]] = set()
+    hits = detectors.anchor_hits(_lower_same_length(norm), merged)
     view, shape = detectors.views(norm)
     detectors.prefilter_hits(view, shape, hits)
     if not hits:
@@ -252,6 +283,10 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
         if shared is None:
             shared = prepared[id(det_hits)] = _Hits(det_hits)
         det = all_detectors[det_index]
+        if det.starts_at_anchor:
+            windows, single = shared.from_starts(det, merged, len(norm))
+            _confirm(det, det_index, norm, shared, windows, candidates, joined, single)
+            continue
         windows = shared.windows_for(det, len(norm))
         if det.gate is not None:
             windows = _gated(det.gate, detectors.gate_verdicts(det_index), windows,

@@ -300,6 +300,45 @@ def test_window_before_and_after_a_hit_are_each_its_own() -> None:
     assert found(text, DetectorSet([det(3, 1)])) == [("kv", "abckeyd")]
 
 
+def _from_anchor(pattern: str, *, starts_at_anchor: bool, window: int = 16) -> Detector:
+    return Detector(
+        id="tok", category="secret", anchors=("tok_", "tok_tok_"),
+        pattern=regex.compile(pattern), validator=None, confidence=0.5,
+        exclude=frozenset(), window=window, examples_positive=(), examples_negative=(),
+        source=Path("t.toml"), starts_at_anchor=starts_at_anchor,
+    )  # fmt: skip
+
+
+def test_starts_at_anchor_tries_the_pattern_only_where_a_hit_starts() -> None:
+    # "\w*tok_\d+" could start anywhere before the anchor: a window search finds the
+    # longer value, the declared detector only the one that starts at the hit.
+    text = "x abctok_123 y"
+    searched = DetectorSet([_from_anchor(r"\w*tok_\d+", starts_at_anchor=False)])
+    declared = DetectorSet([_from_anchor(r"\w*tok_\d+", starts_at_anchor=True)])
+    assert found(text, searched) == [("tok", "abctok_123")]
+    assert found(text, declared) == [("tok", "tok_123")]
+
+
+def test_starts_at_anchor_runs_window_past_the_hit_and_no_further() -> None:
+    text = "tok_" + "9" * 30
+    declared = DetectorSet([_from_anchor(r"tok_\d+", starts_at_anchor=True, window=10)])
+    assert found(text, declared) == [("tok", "tok_" + "9" * 10)]
+
+
+def test_starts_at_anchor_searches_a_region_of_merged_hits() -> None:
+    # "tok_" hits at 0 and 4 touch and merge into one region [0, 8); a value starting at
+    # the second hit must still be found, and one in a later single hit too.
+    text = "tok_tok_12 tok_34"
+    declared = DetectorSet([_from_anchor(r"(?<!_)tok_\d+|(?<=_)tok_\d+", starts_at_anchor=True)])
+    assert found(text, declared) == [("tok", "tok_12"), ("tok", "tok_34")]
+
+
+def test_starts_at_anchor_in_scan_many_still_stops_at_the_separator() -> None:
+    declared = DetectorSet([_from_anchor(r"tok_[\s\S]*", starts_at_anchor=True, window=64)])
+    texts = ["a tok_1", "b tok_2"]
+    assert scan_many(texts, declared) == [scan(t, declared) for t in texts]
+
+
 def test_a_gate_keeps_the_pattern_out_of_windows_whose_shape_cannot_match() -> None:
     def det(gate: str | None) -> Detector:
         return Detector(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,20 @@ def test_detector_is_alone_sufficient_for_its_positives(detector: Detector) -> N
     alone = DetectorSet([detector])
     for text in detector.examples_positive:
         assert scan(text, alone), f"{detector.id} alone missed {text!r}"
+
+
+STARTING_AT_ANCHOR = [d for d in DETECTORS if d.starts_at_anchor]
+ALL_EXAMPLES = [t for d in DETECTORS for t in (*d.examples_positive, *d.examples_negative)]
+
+
+@pytest.mark.parametrize("detector", STARTING_AT_ANCHOR, ids=[d.id for d in STARTING_AT_ANCHOR])
+def test_starts_at_anchor_finds_what_a_search_of_the_windows_finds(detector: Detector) -> None:
+    # The declaration is a promise about the pattern; a search of whole windows is the
+    # reference. Every shipped example (of every detector) is the evidence.
+    declared = DetectorSet([detector])
+    searched = DetectorSet([dataclasses.replace(detector, starts_at_anchor=False)])
+    for text in ALL_EXAMPLES:
+        assert scan(text, declared) == scan(text, searched), (detector.id, text)
 
 
 def test_shipped_directory_loads_with_unique_ids_and_examples() -> None:
@@ -133,6 +148,8 @@ def test_prefilter_replaces_anchors(tmp_path: Path) -> None:
         ('category = "secret"', 'category = "secret"\nprefilter_view = "shape"', "demo_token",
          "prefilter_view"),
         ('anchors = ["demo_"]', "", "demo_token", "anchors"),
+        ('category = "secret"', 'category = "secret"\nstarts_at_anchor = 1', "demo_token",
+         "starts_at_anchor"),
     ],
 )  # fmt: skip
 def test_loader_rejects_bad_field(
