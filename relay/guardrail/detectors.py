@@ -335,8 +335,9 @@ class DetectorSet:
                 for (view, _), (rx, owners) in by_prefilter.items()
             )
         )
-        # Gate verdicts per detector index, by window shape; cleared when full.
-        self._gate_verdicts: dict[int, dict[bytes, bool]] = {}
+        # Gate verdicts per group of detectors gated together, by window shape; cleared when
+        # full.
+        self._gate_verdicts: dict[tuple[int, ...], dict[bytes, tuple[int, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self.detectors)
@@ -380,9 +381,10 @@ class DetectorSet:
         view = text.encode("ascii", "replace")
         return view, view.translate(_SHAPE)
 
-    def gate_verdicts(self, det_index: int) -> dict[bytes, bool]:
-        """A detector's remembered gate verdicts by window shape (emptied when full)."""
-        verdicts = self._gate_verdicts.setdefault(det_index, {})
+    def gate_verdicts(self, members: list[int]) -> dict[bytes, tuple[int, ...]]:
+        """For detectors gated together, the remembered verdicts by window shape: the
+        positions in ``members`` whose gate passes (emptied when full)."""
+        verdicts = self._gate_verdicts.setdefault(tuple(members), {})
         if len(verdicts) >= GATE_MEMO_ENTRIES:
             verdicts.clear()
         return verdicts

@@ -187,17 +187,20 @@ class _Hits:
 
 
 def _gated(
-    gate: re.Pattern[bytes], verdicts: dict[bytes, bool], windows: list[tuple[int, int]],
-    shapes: list[bytes],
-) -> list[tuple[int, int]]:
-    """The windows whose shape the gate matches; verdicts are remembered per shape."""
-    kept: list[tuple[int, int]] = []
+    gates: list[re.Pattern[bytes]], verdicts: dict[bytes, tuple[int, ...]],
+    windows: list[tuple[int, int]], shapes: list[bytes],
+) -> list[list[tuple[int, int]]]:
+    """Per gate, the windows whose shape it matches. The gates share these windows, so one
+    walk serves them all; which gates pass is remembered per shape."""
+    kept: list[list[tuple[int, int]]] = [[] for _ in gates]
     for window, shape in zip(windows, shapes, strict=True):
-        verdict = verdicts.get(shape)
-        if verdict is None:
-            verdict = verdicts[shape] = gate.search(shape) is not None
-        if verdict:
-            kept.append(window)
+        passing = verdicts.get(shape)
+        if passing is None:
+            passing = verdicts[shape] = tuple(
+                i for i, gate in enumerate(gates) if gate.search(shape) is not None
+            )
+        for i in passing:
+            kept[i].append(window)
     return kept
 
 
@@ -277,6 +280,7 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
     # sorting and, per window size, its merged windows.
     prepared: dict[int, _Hits] = {}
     candidates: list[_Candidate] = []
+    gated: dict[int, tuple[_Hits, list[tuple[int, int]], list[int]]] = {}
     all_detectors = detectors.detectors
     for det_index, det_hits in hits.items():
         shared = prepared.get(id(det_hits))
@@ -288,10 +292,18 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
             _confirm(det, det_index, norm, shared, windows, candidates, joined, single)
             continue
         windows = shared.windows_for(det, len(norm))
-        if det.gate is not None:
-            windows = _gated(det.gate, detectors.gate_verdicts(det_index), windows,
-                             shared.shapes_of(windows, shape))
-        _confirm(det, det_index, norm, shared, windows, candidates, joined)
+        if det.gate is None:
+            _confirm(det, det_index, norm, shared, windows, candidates, joined)
+        else:
+            gated.setdefault(id(windows), (shared, windows, []))[2].append(det_index)
+    # Gated detectors sharing windows (every digit-run detector) are gated in one walk.
+    for shared, windows, members in gated.values():
+        gates = [all_detectors[i].gate for i in members]
+        kept = _gated([g for g in gates if g is not None], detectors.gate_verdicts(members),
+                      windows, shared.shapes_of(windows, shape))
+        for det_index, det_windows in zip(members, kept, strict=True):
+            _confirm(all_detectors[det_index], det_index, norm, shared, det_windows,
+                     candidates, joined)
     return _resolve(candidates)
 
 

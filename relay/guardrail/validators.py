@@ -33,26 +33,30 @@ IBAN_LENGTHS: dict[str, int] = {
 ENTROPY_THRESHOLD = 3.5  # bits per character; random base62 of length 32 is ~5
 
 
+_SEPARATOR_TABLE = str.maketrans("", "", " -\u00a0")
+# Luhn doubles every second digit from the right and adds the digits of the product.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
 def _strip_separators(value: str) -> str:
-    return "".join(ch for ch in value if ch not in " -\u00a0")
+    return value.translate(_SEPARATOR_TABLE)
+
+
+def _luhn_digits(digits: str) -> bool:
+    if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
+        return False
+    if digits.count(digits[0]) == len(digits):
+        return False
+    # Summing the ASCII bytes runs in C; each digit's code is its value plus 48.
+    backwards = digits[::-1]
+    kept = backwards[0::2].encode("ascii")
+    doubled = backwards[1::2].translate(_LUHN_DOUBLED).encode("ascii")
+    return (sum(kept) + sum(doubled) - 48 * len(digits)) % 10 == 0
 
 
 def luhn(value: str) -> bool:
     """Luhn mod-10 over the digits of ``value`` (spaces and dashes allowed), 12-19 digits."""
-    digits = _strip_separators(value)
-    if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
-        return False
-    if len(set(digits)) == 1:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    return _luhn_digits(_strip_separators(value))
 
 
 # Issuer identification number (IIN) ranges and the PAN lengths issued under them (ISO/IEC
@@ -105,7 +109,8 @@ def card_brand_length(digits: str) -> bool:
 
 def card_number(value: str) -> bool:
     """A payment card number: Luhn-valid and a known brand's IIN range and length."""
-    return luhn(value) and card_brand_length(_strip_separators(value))
+    digits = _strip_separators(value)
+    return _luhn_digits(digits) and card_brand_length(digits)
 
 
 def iban_mod97(value: str) -> bool:
@@ -187,12 +192,21 @@ def nhs_mod11(value: str) -> bool:
     return check != 10 and check == ord(digits[9]) - 48
 
 
+# c * log2(c) for the counts of short values: entropy is log2(n) - sum(c log2 c) / n.
+_C_LOG2_C = tuple(c * math.log2(c) if c else 0.0 for c in range(257))
+
+
 def shannon_entropy(value: str) -> float:
     """Shannon entropy in bits per character."""
     if not value:
         return 0.0
     n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    counts = Counter(value).values()
+    if n < len(_C_LOG2_C):
+        weighted = sum(map(_C_LOG2_C.__getitem__, counts))
+    else:
+        weighted = sum(c * math.log2(c) for c in counts)
+    return max(0.0, math.log2(n) - weighted / n)
 
 
 def entropy(value: str) -> bool:
