@@ -222,7 +222,8 @@ def _confirm(
     neg_confidence, ident = -det.confidence, det.id
     finditer, match_at = det.pattern.finditer, det.pattern.match
     for i, (lo, hi) in enumerate(windows):
-        if single is not None and single[i]:
+        at_hit = single is not None and single[i]
+        if at_hit:
             only = match_at(text, lo, hi)
             if only is None:
                 continue
@@ -235,7 +236,8 @@ def _confirm(
             # any separator character has it within one character of its span.
             if joined and text.find("\x00", max(m_start - 1, 0), m_end + 1) >= 0:
                 raise _Crossed
-            if not touches(m_start, m_end):
+            # A non-empty match made at a hit's start overlaps that hit.
+            if not (at_hit and m_end > m_start) and not touches(m_start, m_end):
                 continue
             start, end = match.span("value") if has_value else (m_start, m_end)
             if start < 0 or start >= end:
