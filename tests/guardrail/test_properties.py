@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.guardrail.detectors import default_detector_set
+from relay.guardrail.detectors import DetectorSet, default_detector_set
 from relay.guardrail.holdback import HoldBack
 from relay.guardrail.scan import Finding, scan, scan_many
 
@@ -69,3 +71,22 @@ def test_hold_back_releases_exactly_the_input(text: str, cuts: list[int]) -> Non
 @given(st.lists(TEXT, max_size=5))
 def test_scan_many_is_scan_of_each_text(texts: list[str]) -> None:
     assert scan_many(texts, DETECTORS) == [_scan(t) for t in texts]
+
+
+SEARCHED = DetectorSet(
+    [dataclasses.replace(d, starts_at_anchor=False) for d in DETECTORS.detectors]
+)
+# Pieces of real values (every detector's positive examples, cut anywhere) joined by
+# arbitrary text: anchors land next to, inside and across other values.
+EXAMPLE_PIECES = [t for d in DETECTORS.detectors for t in d.examples_positive]
+PIECE = st.builds(
+    lambda text, a, b: text[min(a, b) : max(a, b)] if a != b else text,
+    st.sampled_from(EXAMPLE_PIECES), st.integers(0, 200), st.integers(0, 200),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(PIECE, TEXT), max_size=6))
+def test_starts_at_anchor_agrees_with_searching_every_window(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert scan(text, DETECTORS) == scan(text, SEARCHED)
