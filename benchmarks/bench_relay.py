@@ -109,6 +109,9 @@ EVERY_DETECTOR_RULES = '[{"id": "all", "categories": ["pii", "secret"], "action"
 # written), TARGETS.md's "SOC 2 pack live" reading.
 SOC2_TARGET_RATIO = 0.85
 SOC2_TARGET_ADDED_P50_MS = 0.5
+# The concurrencies TARGETS.md names for the SOC 2 reading; other columns are shown but
+# not judged. The no-controls target names none, so every column counts there.
+SOC2_TARGET_CONCURRENCIES = frozenset({1, 64})
 # (relay, floor, which reading of the target it is, target ratio)
 RATIO_PAIRS = (
     (RELAY_UV, FLOOR, "shipped relay vs the bare pass-through (the target's reading)", 1.0),
@@ -902,10 +905,14 @@ def ratio_table(r: Report, one_core: bool = False) -> list[str]:
     for relay, floor, reading, target in RATIO_PAIRS:
         ratios = [r.ratio(relay, floor, c, one_core) for c in concs]
         spans = [r.run_ratios(relay, floor, c, one_core) for c in concs]
-        lines.append(f"| {relay} / {floor} | {reading} (target ≥ {target:g}) | "
+        judged = [x for c, x in zip(concs, ratios, strict=True)
+                  if target != SOC2_TARGET_RATIO or c in SOC2_TARGET_CONCURRENCIES]
+        scope = ("" if len(judged) == len(ratios) else
+                 " at c=" + ", ".join(str(c) for c in concs if c in SOC2_TARGET_CONCURRENCIES))
+        lines.append(f"| {relay} / {floor} | {reading} (target ≥ {target:g}{scope}) | "
                      + " | ".join(f"{x:.2f} ({min(s):.2f}-{max(s):.2f})"
                                   for x, s in zip(ratios, spans, strict=True))
-                     + f" | {verdict(min(ratios) >= target)} |")
+                     + f" | {verdict(min(judged) >= target)} |")
     return [*lines, ""]
 
 
