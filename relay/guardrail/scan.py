@@ -282,7 +282,8 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
     # sorting and, per window size, its merged windows.
     prepared: dict[int, _Hits] = {}
     candidates: list[_Candidate] = []
-    gated: dict[int, tuple[_Hits, list[tuple[int, int]], list[int]]] = {}
+    # Per shared windows list: its hits, the windows, and the gated detectors with gates.
+    gated: dict[int, tuple[_Hits, list[tuple[int, int]], list[int], list[re.Pattern[bytes]]]] = {}
     all_detectors = detectors.detectors
     for det_index, det_hits in hits.items():
         shared = prepared.get(id(det_hits))
@@ -297,12 +298,13 @@ def _candidates(norm: str, detectors: DetectorSet, joined: bool) -> list[_Candid
         if det.gate is None:
             _confirm(det, det_index, norm, shared, windows, candidates, joined)
         else:
-            gated.setdefault(id(windows), (shared, windows, []))[2].append(det_index)
+            group = gated.setdefault(id(windows), (shared, windows, [], []))
+            group[2].append(det_index)
+            group[3].append(det.gate)
     # Gated detectors sharing windows (every digit-run detector) are gated in one walk.
-    for shared, windows, members in gated.values():
-        gates = [all_detectors[i].gate for i in members]
-        kept = _gated([g for g in gates if g is not None], detectors.gate_verdicts(members),
-                      windows, shared.shapes_of(windows, shape))
+    for shared, windows, members, gates in gated.values():
+        kept = _gated(gates, detectors.gate_verdicts(members), windows,
+                      shared.shapes_of(windows, shape))
         for det_index, det_windows in zip(members, kept, strict=True):
             _confirm(all_detectors[det_index], det_index, norm, shared, det_windows,
                      candidates, joined)
